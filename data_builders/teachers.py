@@ -303,14 +303,11 @@ class HFTeacher:
     def _load(self):
         with self._lock:
             if self._model is None:
-                import torch
-
                 from srpo.models import load_policy
+                from srpo.sharding import inference_device
 
                 model, processor = load_policy(self.model_dir)
-                if torch.cuda.is_available():  # the checkpoint's own dtype (transformers loads it as saved)
-                    model = model.to("cuda")
-                model.eval()
+                model.to(inference_device()).eval()  # the checkpoint's own dtype (transformers loads it as saved)
                 self._model, self._processor = model, processor
         return self._model, self._processor
 

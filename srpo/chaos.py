@@ -5,6 +5,8 @@ event)` is reached for the `after`-th time in a process and that entry has not f
 so the next process skips it) and the process kills itself with SIGKILL — no cleanup, no flushing, like a real crash.
 Events: "batch" (a sampling/judging/eval batch was appended), "checkpoint" (a trainer checkpoint was saved),
 "manifest" (outputs written, manifest not yet), "ledger" (manifest written, ledger line not yet).
+An entry with "all_ranks": true, reached in a process started by `accelerate launch`/torchrun, SIGKILLs every rank
+and the launcher itself (like `scancel -s KILL` of the job): the processes its parent started, then the parent.
 """
 
 from __future__ import annotations
@@ -32,7 +34,24 @@ def point(step: str, event: str) -> None:
             from srpo.runfolder import atomic_write_json
 
             atomic_write_json(path, plan)
+            if entry.get("all_ranks") and "LOCAL_RANK" in os.environ:
+                _kill_job()
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_job() -> None:
+    """SIGKILL the launcher's other children (the other ranks), then the launcher (Linux /proc)."""
+    launcher = os.getppid()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == launcher:
+                os.kill(int(entry), signal.SIGKILL)
+    os.kill(launcher, signal.SIGKILL)
 
 
 def trainer_callback(step: str):
@@ -43,6 +62,10 @@ def trainer_callback(step: str):
 
     class ChaosCallback(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()  # every rank has written its part of the checkpoint (RNG state, ZeRO shards)
             if state.is_world_process_zero:
                 point(step, "checkpoint")
 

@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         from srpo.cli_util import ConfigError
-        from srpo.steps import StepInputError
+        from srpo.steps import StepFailed, StepInputError
 
         kind = "config error" if isinstance(e, ConfigError) else "error"
-        known = (ConfigError, StepInputError, FileNotFoundError, ValueError)
+        known = (ConfigError, StepInputError, StepFailed, FileNotFoundError, ValueError)
         print(f"srpo {command}: {kind}: {e}" + ("" if isinstance(e, known) else f" ({type(e).__name__})")
               + "\n(run again with --debug for the traceback)", file=sys.stderr)
         return 2

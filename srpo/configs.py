@@ -41,6 +41,9 @@ class RunArgs:
         "An accelerate config file (launch/accelerate/*.yaml). When set, training steps run as "
         "`accelerate launch --config_file <it> -m srpo.stages.<step>`; when unset they run in this process.",
         default=None)
+    run_shard_generation: bool = _help(
+        "With run_accelerate_config: also run sampling and evaluation under it, their prompts sharded across its "
+        "processes (one GPU each) and gathered in a fixed order.", default=True)
     run_reference_policy: str = _help("DPO reference: 'sft' (the SFT model) or 'previous' (last accepted iterate).",
                                       default="previous")
     run_report_to: str = _help("Trackers for the iteration loop, comma-separated: none, tensorboard, wandb (offline "
@@ -168,10 +171,21 @@ class JudgeArgs(StepArgs):
     policy_dir: str = _help("The policy that was sampled (the self-judge's model).", default="")
     judge_max_new_tokens: int = _help("Generation budget of the self-judge's own chain.", default=96)
     judge_batch_size: int = _help("Prompts per generate() call of the self-judge.", default=16)
+    judge_mode: str = _help("'pointwise' (each response graded alone) or 'pairwise' (openai/hf judges: every two "
+                            "samples of a prompt compared, order shuffled against position bias; the win rate is the "
+                            "preference score).", default="pointwise")
+    judge_price_prompt_per_1k: float = _help("Price per 1k prompt tokens of the endpoint judge, for the cost panel.",
+                                             default=0.0)
+    judge_price_completion_per_1k: float = _help("Price per 1k completion tokens of the endpoint judge.", default=0.0)
 
     def __post_init__(self):
         if self.judge_backend not in ("rule", "self", "openai", "hf"):
             raise ValueError(f"judge_backend must be one of rule, self, openai, hf; got {self.judge_backend!r}")
+        if self.judge_mode not in ("pointwise", "pairwise"):
+            raise ValueError(f"judge_mode must be 'pointwise' or 'pairwise'; got {self.judge_mode!r}")
+        if self.judge_mode == "pairwise" and self.judge_backend not in ("openai", "hf"):
+            raise ValueError("judge_mode='pairwise' needs a model judge (judge_backend openai or hf); the self and "
+                             "rule judges grade one response at a time")
         if self.judge_backend in ("openai", "hf") and not self.judge_model:
             raise ValueError(f"judge_backend={self.judge_backend!r} needs judge_model (a model name or folder)")
         if self.judge_backend == "openai" and not self.judge_base_url:

@@ -3,7 +3,8 @@
     data -> sft -> iter_000/eval -> for t in 1..T: samples -> judgments -> pairs -> dpo -> eval -> gate.json
 
 Steps run in this process by default (one import of torch/TRL for the whole run). With `run_accelerate_config` set,
-the training steps run as `accelerate launch --config_file <it> -m srpo.stages.<step> --config <step config>`.
+the training steps (and, unless run_shard_generation is off, sampling and evaluation, sharded across the processes)
+run as `accelerate launch --config_file <it> -m srpo.stages.<step> --config <step config>`.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ class Driver:
         started = time.time()
         if not self._matches(module_name, args, manifest):
             print(f"[run ] {step}", flush=True)
-            if training and self.run.run_accelerate_config:
+            sharded = module_name in ("sample", "evaluate") and self.run.run_shard_generation
+            if (training or sharded) and self.run.run_accelerate_config:
                 self._launch(module_name, args)
             else:
                 with step_log(self.rf.step_dir(step)):
@@ -142,15 +144,26 @@ class Driver:
                                "wall_time_s": round(wall, 3), **extra})
 
     def _launch(self, module_name: str, args) -> None:
-        from srpo.steps import config_diff
+        import torch
+
+        from srpo.steps import StepFailed, config_diff
 
         check_accelerate_config(self.run.run_accelerate_config)
         config_path = self.rf.root / ".launch" / f"{args.step.replace('/', '_')}.yaml"
         atomic_write_text(config_path, yaml.safe_dump(config_diff(args)))
-        cmd = ["accelerate", "launch", "--config_file", self.run.run_accelerate_config, "-m",
+        beside = Path(sys.executable).parent / "accelerate"  # the one of this environment, activated or not
+        cmd = [str(beside) if beside.exists() else "accelerate", "launch", "--config_file",
+               self.run.run_accelerate_config, "-m",
                f"srpo.stages.{module_name}", "--config", str(config_path)]
         print("       " + " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        env = dict(os.environ)
+        if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in env:
+            # N CPU ranks on few cores: one thread each, or every step gets 3-60x slower from contention.
+            env["OMP_NUM_THREADS"] = "1"
+        proc = subprocess.run(cmd, env=env)
+        if proc.returncode != 0:
+            raise StepFailed(f"step {args.step} failed under accelerate launch (exit code {proc.returncode}); its "
+                             "output is above. Re-run the same `srpo run` command to resume it.")
 
     # The pipeline.
 
@@ -216,7 +229,8 @@ class Driver:
 
         eval_dir = self.rf.step_dir(RunFolder.iter_step(t, "eval"))
         judgments = read_jsonl(self.rf.step_dir(RunFolder.iter_step(t, "judgments")) / "judgments.jsonl")
-        scores = {k: [j[k] for j in judgments if not j["failed"]] for k in ("safety", "effectiveness", "awareness")}
+        scores = {k: [j[k] for j in judgments if not j["failed"] and j.get(k) is not None]
+                  for k in ("safety", "effectiveness", "awareness", "preference")}
         items = read_jsonl(eval_dir / "items.jsonl")[:8]
         samples = [{"id": i["id"], "query": i["query"], "response": i["response"],
                     "scores": {k: i[k] for k in ("safe", "refused", "task_correct") if k in i}} for i in items]

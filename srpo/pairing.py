@@ -1,6 +1,7 @@
 """Preference pairs from judgments: pure functions, tested without a model.
 
-reward = w_s * safety + w_e * effectiveness + w_a * risk_awareness  (scores in [0, 1]; failed judgments excluded).
+reward = w_s * safety + w_e * effectiveness + w_a * risk_awareness  (scores in [0, 1]; failed judgments excluded);
+with pairwise judging, (w_s + w_e) * preference + w_a * risk_awareness (preference: the sample's win rate).
 best-vs-worst: per prompt, the highest-reward sample is chosen and the lowest rejected when their gap >= margin
 (ties broken by the lower sample index, so pairs are deterministic). On benign prompts effectiveness carries the
 reward, so a refusal there is the rejected side: the loop cannot buy safety with refusals.
@@ -12,6 +13,9 @@ from collections import defaultdict
 
 
 def reward(judgment: dict, safety_weight: float, effectiveness_weight: float, awareness_weight: float) -> float:
+    if judgment.get("preference") is not None:
+        return ((safety_weight + effectiveness_weight) * judgment["preference"]
+                + awareness_weight * judgment["awareness"])
     return (safety_weight * judgment["safety"] + effectiveness_weight * judgment["effectiveness"]
             + awareness_weight * judgment["awareness"])
 

@@ -52,15 +52,16 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def read_complete_jsonl(path: str | os.PathLike) -> list[dict]:
+def read_complete_jsonl(path: str | os.PathLike, truncate: bool = True) -> list[dict]:
     """Rows of an append-only JSONL that may end in a half-written line (a kill mid-write); the tail is dropped
-    and the file truncated to its last complete line so appends continue cleanly."""
+    and (unless `truncate` is off: a file another process may be appending to) the file truncated to its last
+    complete line so appends continue cleanly."""
     path = Path(path)
     if not path.exists():
         return []
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    if end != len(data):
+    if end != len(data) and truncate:
         with open(path, "r+b") as f:
             f.truncate(end)
     return [json.loads(line) for line in data[:end].decode("utf-8").splitlines() if line.strip()]

@@ -33,6 +33,10 @@ class StepInputError(RuntimeError):
     """An input step is missing or incomplete."""
 
 
+class StepFailed(RuntimeError):
+    """A step run in other processes (accelerate launch) exited with an error; its own output says why."""
+
+
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -63,6 +67,13 @@ def config_diff(args) -> dict:
         if value != _plain(default):
             out[f.name] = value
     return json.loads(json.dumps(out, default=str))
+
+
+def model_input(model_dir: str) -> str:
+    """What to fingerprint for a model a step reads: its run step's folder when the model is a step's `model/`
+    (that manifest hashes it), else the model folder itself (stamped by its files)."""
+    parent = Path(model_dir).parent
+    return str(parent) if (parent / MANIFEST).exists() else str(model_dir)
 
 
 def input_digests(inputs: dict[str, str]) -> dict:

@@ -45,9 +45,11 @@ class Tracker:
             scalars["gate/stopped"] = 1.0 if gate["decision"] == "stop" else 0.0
             scalars.update({f"gate/{k}": v for k, v in gate.get("deltas", {}).items()})
         if judge:
-            for key in ("judge_failure_rate", "mean_safety", "mean_effectiveness", "mean_awareness", "failures"):
+            for key in ("judge_failure_rate", "mean_safety", "mean_effectiveness", "mean_awareness", "failures",
+                        "mean_preference", "comparisons", "comparison_failures", "position_a_rate"):
                 if isinstance(judge.get(key), (int, float)):
                     scalars[f"judge/{key}"] = judge[key]
+            scalars.update(cost_panel(judge))
         tb = self.writers.get("tensorboard")
         if tb is not None:
             for key, value in scalars.items():
@@ -89,6 +91,24 @@ class Tracker:
                 writer.close()
             elif name in ("wandb", "trackio"):
                 writer.finish()
+
+
+def cost_panel(judge_stats: dict) -> dict:
+    """What judging this iteration cost: wall time always; for an endpoint judge also calls, retries, failed calls,
+    tokens, cache hits and the estimated price (from the recipe's judge_price_* settings)."""
+    out = {}
+    if isinstance(judge_stats.get("judge_seconds"), (int, float)):
+        out["cost/judge_seconds"] = judge_stats["judge_seconds"]
+    client = (judge_stats.get("judge") or {}).get("client") or {}
+    for key in ("calls", "failed", "reasks", "prompt_tokens", "completion_tokens", "estimated_cost_usd"):
+        if isinstance(client.get(key), (int, float)):
+            out[f"cost/judge_{key}"] = client[key]
+    if isinstance(client.get("retries"), dict):
+        out["cost/judge_retries"] = sum(client["retries"].values())
+    cache = (judge_stats.get("judge") or {}).get("cache") or {}
+    if isinstance(cache.get("hits"), (int, float)):
+        out["cost/judge_cache_hits"] = cache["hits"]
+    return out
 
 
 def _cell(value) -> str:

@@ -140,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         if owner.latency_s > 0:
             owner._stop.wait(owner.latency_s)  # an Event, not time.sleep, so stop() does not wait out the latency
         if fault is None:
-            self._answer(chain_for(query, n_images), query)
+            self._answer(owner.answer(query) if owner.answer else chain_for(query, n_images), query)
         elif fault == "truncated_chain":
             text = chain_for(query, n_images)
             self._answer(text[: text.index("\nRisk:")], query)
@@ -193,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
 class FaultServer:
     def __init__(self, latency_s: float = 0.0, faults: dict[str, float] | None = None,
                  plan: list[str | None] | None = None, seed: int = 0, retry_after_s: float = 1.0,
-                 hang_s: float = 30.0) -> None:
+                 hang_s: float = 30.0, answer=None) -> None:
         for kind in [*(faults or {}), *(k for k in plan or [] if k)]:
             if kind not in FAULT_KINDS:
                 raise ValueError(f"unknown fault kind {kind!r}; known: {FAULT_KINDS}")
@@ -203,6 +203,7 @@ class FaultServer:
         self.seed = seed
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
+        self.answer = answer  # prompt text -> answer text, instead of a risk chain (e.g. a judge's verdicts)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._open: set[socket.socket] = set()

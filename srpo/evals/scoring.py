@@ -134,6 +134,12 @@ class Judge:
     def judge_many(self, pairs: list[tuple[dict, str]]) -> list[Verdict]:
         raise NotImplementedError
 
+    def ask_many(self, requests: list[tuple[str, dict, str]], system: str,
+                 validate) -> list[tuple[str | None, str | None]]:
+        """Free-form prompts (prompt, item for its image, request id) -> (answer text, failure reason or None); for
+        other prompt formats than the verdict (pairwise judging). `validate(text)` -> None or a re-ask hint."""
+        raise NotImplementedError(f"the {self.name} judge answers verdicts only; use an openai or hf judge")
+
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model, "prompt_version": self.prompt_version}
 
@@ -200,6 +206,20 @@ class ChatJudge(Judge):
                 out.append(Verdict.failure_of(reason, res.rejected_text or res.detail))
         return out
 
+    def ask_many(self, requests, system, validate):
+        from srpo.clients.openai_compat import ChatRequest
+
+        reqs = [ChatRequest(prompt=prompt, system=system, params={"temperature": 0.0}, id=rid,
+                            images=[item["image_path"]] if item.get("image_path") else ())
+                for prompt, item, rid in requests]
+        return [(res.text, None) if res.ok else
+                (res.rejected_text or res.detail, UNPARSEABLE if res.error == "invalid_answer" else res.error)
+                for res in self.client.complete_many(reqs, validate=validate, max_reasks=self.max_reasks)]
+
+    def describe(self) -> dict:
+        # Calls, retries, failures, tokens and estimated cost of this run (the tracker's cost panel reads them).
+        return {**super().describe(), **self.client.stats()}
+
 
 class HFJudge(Judge):
     """A local HF vision-language model (a folder; srpo never downloads) answering the same prompt, greedy."""
@@ -208,10 +228,11 @@ class HFJudge(Judge):
 
     def __init__(self, model_path: str, batch_size: int = 8, max_new_tokens: int = 16):
         from srpo.models import load_policy, resolve_model
+        from srpo.sharding import inference_device
 
         self.model = model_path
         self._model, self._processor = load_policy(resolve_model(model_path))
-        self._model.eval()
+        self._model.to(inference_device()).eval()
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
 
     def judge_many(self, pairs):
@@ -226,10 +247,23 @@ class HFJudge(Judge):
             out += [parse_verdict(t[0]) for t in texts]
         return out
 
+    def ask_many(self, requests, system, validate):
+        from srpo.models import generate
+
+        out = []
+        for i in range(0, len(requests), self.batch_size):
+            batch = requests[i:i + self.batch_size]
+            texts = generate(self._model, self._processor, [(system + "\n\n" + prompt, load_image(item))
+                                                            for prompt, item, _ in batch],
+                             max_new_tokens=self.max_new_tokens)
+            out += [(t[0], None if validate(t[0]) is None else UNPARSEABLE) for t in texts]
+        return out
+
 
 def make_judge(backend: str, *, model: str | None = None, base_url: str | None = None,
                api_key_env: str | None = None, cache_dir: str | None = None, seed: int = 0,
-               batch_size: int = 8) -> Judge | None:
+               batch_size: int = 8, price_prompt_per_1k: float = 0.0,
+               price_completion_per_1k: float = 0.0) -> Judge | None:
     """The judge for a backend name; None for 'refusal' (classifier only)."""
     if backend == "refusal":
         return None
@@ -239,7 +273,8 @@ def make_judge(backend: str, *, model: str | None = None, base_url: str | None =
         from srpo.cache import CachedChatClient, DiskCache
         from srpo.clients.openai_compat import ChatClient
 
-        client = ChatClient(base_url, model, api_key_env=api_key_env, max_tokens=32, temperature=0.0, seed=seed)
+        client = ChatClient(base_url, model, api_key_env=api_key_env, max_tokens=32, temperature=0.0, seed=seed,
+                            price_prompt_per_1k=price_prompt_per_1k, price_completion_per_1k=price_completion_per_1k)
         return ChatJudge(CachedChatClient(client, DiskCache(cache_dir), prompt_version=EVAL_JUDGE_PROMPT_VERSION))
     if backend == "hf":
         return HFJudge(model, batch_size=batch_size)

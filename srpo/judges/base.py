@@ -17,6 +17,7 @@ class Judgment:
     failed: bool = False
     failure: str | None = None  # why scoring failed, e.g. "unparseable_judge_output"
     raw: str = ""
+    preference: float | None = None  # pairwise judging: win rate against the prompt's other samples (tie = half)
 
     def to_dict(self) -> dict:
         return asdict(self)

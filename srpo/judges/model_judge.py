@@ -24,7 +24,9 @@ def make_model_judge(args, run_dir: str):
 
     return make_judge(args.judge_backend, model=args.judge_model, base_url=args.judge_base_url,
                       api_key_env=args.judge_api_key_env, cache_dir=str(Path(run_dir) / ".cache" / "judge"),
-                      seed=args.seed, batch_size=args.judge_batch_size)
+                      seed=args.seed, batch_size=args.judge_batch_size,
+                      price_prompt_per_1k=args.judge_price_prompt_per_1k,
+                      price_completion_per_1k=args.judge_price_completion_per_1k)
 
 
 def judge_group(judge, pair: dict, data_dir: Path, samples: list[dict]) -> list[Judgment]:

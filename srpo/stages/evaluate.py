@@ -29,8 +29,9 @@ from pathlib import Path
 from srpo import chaos
 from srpo.configs import EvalArgs
 from srpo.evals.scoring import bootstrap_ci
-from srpo.runfolder import atomic_write_json, read_complete_jsonl, write_jsonl
-from srpo.steps import StepRun
+from srpo.runfolder import atomic_write_json, write_jsonl
+from srpo.sharding import ShardedGeneration, inference_device
+from srpo.steps import StepRun, model_input
 
 
 def metrics_of(items: list[dict], n_boot: int, seed: int) -> dict:
@@ -58,9 +59,7 @@ def inputs(args) -> dict:
     folder when the tiny suite is evaluated. An outside checkpoint is fingerprinted by its files instead (run())."""
     out = {}
     if args.policy_dir:
-        # A run step's checkpoint lives in <step>/model next to its manifest; an outside one is stamped by its files.
-        parent = Path(args.policy_dir).parent
-        out["policy"] = str(parent) if (parent / "manifest.json").exists() else args.policy_dir
+        out["policy"] = model_input(args.policy_dir)
     if "tiny" in args.eval_suites or args.data_dir:
         out["data"] = args.data_dir
     return out
@@ -114,27 +113,43 @@ def run(args: EvalArgs, judge=None) -> dict | None:
     step = StepRun(args.step, args, step_inputs, folder, command="eval")
     if step.done():
         return None
-    step.begin()
-    from srpo.evals.scoring import EVAL_JUDGE_PROMPT_VERSION, make_judge, score_responses, suite_metrics
-    from srpo.models import cache_dir, load_policy
+    from srpo.models import load_policy
     from srpo.progress import progress
 
-    items, reports = load_items(args)
-    gen_path = folder / "generations.jsonl"
-    done = {r["key"]: r["responses"] for r in read_complete_jsonl(gen_path)}
-    todo = [b for b in plan_batches(items, args.eval_batch_size) if any(_key(i) not in done for i in b)]
-    if todo:
-        model, processor = load_policy(args.policy_dir)
-        model.eval()
-        with open(gen_path, "a", encoding="utf-8") as f:
-            for b_idx, batch in enumerate(progress(todo, desc="evaluating")):
-                texts = generate_batch(model, processor, batch, args, seed=args.seed + b_idx)
-                for it, responses in zip(batch, texts, strict=True):
-                    done[_key(it)] = responses
-                    f.write(json.dumps({"key": _key(it), "responses": responses}) + "\n")
-                f.flush()
-                chaos.point(args.step, "batch")
-        del model
+    with ShardedGeneration(folder, "generations") as shard:
+        step.begin()  # after the process group is up: its barrier keeps other ranks out until the folder is ready
+        items, reports = load_items(args)
+        gen_path = folder / "generations.jsonl"
+        done = {r["key"]: r["responses"] for r in shard.finished_rows(gen_path)}
+        # Seeds follow the global batch index, so a resumed or sharded run draws what an uninterrupted one does.
+        todo = [(b, batch) for b, batch in shard.mine(plan_batches(items, args.eval_batch_size))
+                if any(_key(i) not in done for i in batch)]
+        if todo:
+            model, processor = load_policy(args.policy_dir)
+            model.to(inference_device()).eval()
+            with shard.open_part() as f:
+                for b, batch in progress(todo, desc="evaluating"):
+                    texts = generate_batch(model, processor, batch, args, seed=args.seed + b)
+                    f.write("".join(json.dumps({"key": _key(it), "responses": responses}) + "\n"
+                                    for it, responses in zip(batch, texts, strict=True)))
+                    f.flush()
+                    chaos.point(args.step, "batch")
+            del model
+        position = {_key(it): i for i, it in enumerate(items)}
+        done = {r["key"]: r["responses"] for r in shard.merge(gen_path, key=lambda r: r["key"],
+                                                               order=lambda r: position[r["key"]])}
+    if shard.rank != 0:
+        return None  # scoring, judging and the outputs are rank 0's, after the process group is left
+    manifest = _score(args, step, folder, items, reports, done, judge)
+    shard.cleanup()
+    return manifest
+
+
+def _score(args: EvalArgs, step: StepRun, folder: Path, items: list[dict], reports: dict, done: dict,
+           judge) -> dict | None:
+    from srpo.evals.scoring import EVAL_JUDGE_PROMPT_VERSION, make_judge, score_responses, suite_metrics
+    from srpo.models import cache_dir
+
     if judge is None:
         judge = make_judge(args.eval_judge_backend, model=args.eval_judge_model, base_url=args.eval_judge_base_url,
                            api_key_env=args.eval_judge_api_key_env,

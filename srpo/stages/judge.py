@@ -9,19 +9,21 @@ counted in the manifest (judge_failure_rate) and never become scores.
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from pathlib import Path
 
 from srpo import chaos
 from srpo.configs import JudgeArgs
+from srpo.judges.pairwise import PAIRWISE_PROMPT_VERSION, PairwiseStats, judge_group_pairwise
 from srpo.runfolder import read_complete_jsonl, read_jsonl
-from srpo.steps import StepRun
+from srpo.steps import StepRun, model_input
 
 
 def inputs(args) -> dict:
     out = {"samples": args.samples_dir, "data": args.data_dir}
     if args.judge_backend == "self":
-        out["policy"] = str(Path(args.policy_dir).parent)  # the judge's model is an input like any other
+        out["policy"] = model_input(args.policy_dir)  # the judge's model is an input like any other
     return out
 
 
@@ -46,9 +48,10 @@ def run(args: JudgeArgs) -> dict | None:
     if args.judge_backend == "self" and todo:
         from srpo.judges.self_judge import self_assess
         from srpo.models import load_policy, pair_inputs
+        from srpo.sharding import inference_device
 
         model, processor = load_policy(args.policy_dir)
-        model.eval()
+        model.to(inference_device()).eval()
         texts = self_assess(model, processor, pair_inputs(Path(args.data_dir), [pairs[p] for p in todo]),
                             max_new_tokens=args.judge_max_new_tokens, batch_size=args.judge_batch_size,
                             seed=args.seed)
@@ -58,10 +61,14 @@ def run(args: JudgeArgs) -> dict | None:
         from srpo.judges.model_judge import make_model_judge
 
         model_judge = make_model_judge(args, args.run_dir)
+    pairwise = PairwiseStats()
     with open(out_path, "a", encoding="utf-8") as f:
         for prompt_id in progress(todo, desc="judging"):
             group = sorted(by_prompt[prompt_id], key=lambda s: s["sample_idx"])
-            if model_judge is not None:
+            if model_judge is not None and args.judge_mode == "pairwise":
+                judgments = judge_group_pairwise(model_judge, pairs[prompt_id], Path(args.data_dir), group,
+                                                 seed=args.seed, stats=pairwise)
+            elif model_judge is not None:
                 from srpo.judges.model_judge import judge_group
 
                 judgments = judge_group(model_judge, pairs[prompt_id], Path(args.data_dir), group)
@@ -73,17 +80,26 @@ def run(args: JudgeArgs) -> dict | None:
             chaos.point(args.step, "batch")
     rows = read_complete_jsonl(out_path)
     scored = [r for r in rows if not r["failed"]]
+    if args.judge_mode == "pairwise":
+        version = PAIRWISE_PROMPT_VERSION
+    else:
+        version = JUDGE_PROMPT_VERSION if model_judge is None else EVAL_JUDGE_PROMPT_VERSION
     stats = {
         "judge_backend": args.judge_backend,
-        "judge_prompt_version": JUDGE_PROMPT_VERSION if model_judge is None else EVAL_JUDGE_PROMPT_VERSION,
+        "judge_mode": args.judge_mode,
+        "judge_prompt_version": version,
         "judge": model_judge.describe() if model_judge is not None else {"backend": args.judge_backend},
+        "judge_seconds": round(time.time() - step.started, 3),
         "judgments": len(rows),
         "failures": len(rows) - len(scored),
         "judge_failure_rate": (len(rows) - len(scored)) / len(rows) if rows else 0.0,
-        "mean_safety": _mean(r["safety"] for r in scored),
-        "mean_effectiveness": _mean(r["effectiveness"] for r in scored),
+        "mean_safety": _mean(r["safety"] for r in scored if r["safety"] is not None),
+        "mean_effectiveness": _mean(r["effectiveness"] for r in scored if r["effectiveness"] is not None),
         "mean_awareness": _mean(r["awareness"] for r in scored),
     }
+    if args.judge_mode == "pairwise":
+        # Comparisons of this execution only (a resumed step counts what it asked itself).
+        stats.update(pairwise.to_dict(), mean_preference=_mean(r["preference"] for r in scored))
     return step.finish(["judgments.jsonl"], stats)
 
 

@@ -2,8 +2,11 @@
 
     srpo sample --config runs/<name>/iter_001/samples/step_config.yaml
 
-Writes <step>/samples.jsonl ({prompt_id, sample_idx, response}), appended one batch at a time: a killed run resumes
-after the last complete batch, and because every batch has its own seed the result equals an uninterrupted run.
+    accelerate launch --config_file launch/accelerate/ddp.yaml -m srpo.stages.sample --config <same>
+
+Writes <step>/samples.jsonl ({prompt_id, sample_idx, response}). Batches are generated one at a time and appended to
+a part file per process (srpo/sharding.py): a killed run resumes after the last complete batch, and because every
+batch has its own seed the result equals an uninterrupted run, with any number of processes.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from pathlib import Path
 
 from srpo import chaos
 from srpo.configs import SampleArgs
-from srpo.runfolder import read_complete_jsonl
-from srpo.steps import StepRun
+from srpo.sharding import ShardedGeneration, inference_device
+from srpo.steps import StepRun, model_input
 
 
 def batch_seed(seed: int, batch_index: int) -> int:
@@ -29,8 +32,7 @@ def prompts_of(data_dir: Path, split: str) -> list[dict]:
 
 
 def inputs(args) -> dict:
-    # A policy folder is <step>/model; its manifest is in <step>.
-    return {"policy": str(Path(args.policy_dir).parent), "data": args.data_dir}
+    return {"policy": model_input(args.policy_dir), "data": args.data_dir}
 
 
 def run(args: SampleArgs) -> dict | None:
@@ -38,32 +40,42 @@ def run(args: SampleArgs) -> dict | None:
     step = StepRun(args.step, args, inputs(args), folder, command="sample")
     if step.done():
         return None
-    step.begin()
+    with ShardedGeneration(folder, "samples") as shard:
+        step.begin()
+        return _sample(args, step, shard)
+
+
+def _sample(args: SampleArgs, step: StepRun, shard: ShardedGeneration) -> dict | None:
     from srpo.models import generate, load_policy, pair_inputs
     from srpo.progress import progress
 
     data_dir = Path(args.data_dir)
     prompts = prompts_of(data_dir, "train")
-    out_path = folder / "samples.jsonl"
-    done = {r["prompt_id"] for r in read_complete_jsonl(out_path)}
-    model, processor = load_policy(args.policy_dir)
-    model.eval()
+    out_path = step.folder / "samples.jsonl"
+    done = {r["prompt_id"] for r in shard.finished_rows(out_path)}
     batches = [prompts[i:i + args.sample_batch_size] for i in range(0, len(prompts), args.sample_batch_size)]
-    with open(out_path, "a", encoding="utf-8") as f:
-        for b, batch in enumerate(progress(batches, desc="sampling")):
-            if all(p["id"] in done for p in batch):
-                continue
-            batch_inputs = pair_inputs(data_dir, batch)
-            texts = generate(model, processor, batch_inputs, max_new_tokens=args.sample_max_new_tokens,
-                             k=args.sample_k, do_sample=True, temperature=args.sample_temperature,
-                             top_p=args.sample_top_p, seed=batch_seed(args.seed, b))
-            lines = [json.dumps({"prompt_id": p["id"], "sample_idx": k, "response": t}, sort_keys=True) + "\n"
-                     for p, ks in zip(batch, texts, strict=True) for k, t in enumerate(ks)]
-            f.write("".join(lines))  # one write per batch; a torn tail is dropped on resume
-            f.flush()
-            chaos.point(args.step, "batch")
-    rows = read_complete_jsonl(out_path)
-    return step.finish(["samples.jsonl"], {"prompts": len(prompts), "samples": len(rows), "k": args.sample_k})
+    todo = [(b, batch) for b, batch in shard.mine(batches) if not all(p["id"] in done for p in batch)]
+    if todo:
+        model, processor = load_policy(args.policy_dir)
+        model.to(inference_device()).eval()
+        with shard.open_part() as f:
+            for b, batch in progress(todo, desc="sampling"):
+                texts = generate(model, processor, pair_inputs(data_dir, batch),
+                                 max_new_tokens=args.sample_max_new_tokens, k=args.sample_k, do_sample=True,
+                                 temperature=args.sample_temperature, top_p=args.sample_top_p,
+                                 seed=batch_seed(args.seed, b))
+                lines = [json.dumps({"prompt_id": p["id"], "sample_idx": k, "response": t}, sort_keys=True) + "\n"
+                         for p, ks in zip(batch, texts, strict=True) for k, t in enumerate(ks)]
+                f.write("".join(lines))  # one write per batch; a torn tail is dropped on resume
+                f.flush()
+                chaos.point(args.step, "batch")
+    position = {p["id"]: i for i, p in enumerate(prompts)}
+    rows = shard.merge(out_path, key=lambda r: (r["prompt_id"], r["sample_idx"]),
+                       order=lambda r: (position[r["prompt_id"]], r["sample_idx"]))
+    manifest = step.finish(["samples.jsonl"], {"prompts": len(prompts), "samples": len(rows), "k": args.sample_k,
+                                               "processes": shard.world})
+    shard.cleanup()
+    return manifest
 
 
 def main(argv=None) -> None:

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from srpo import chaos
-from srpo.steps import StepRun, is_main_process
+from srpo.steps import StepRun, is_main_process, model_input
 from srpo.train_configs import SFTStageConfig
 
 
@@ -36,9 +36,7 @@ def sft_rows(data_dir: Path) -> list[dict]:
 
 
 def inputs(args) -> dict:
-    # The base model: its run step folder (base/) when it has one, else the model folder itself (stamped by files).
-    base = Path(args.model_dir).parent if (Path(args.model_dir).parent / "manifest.json").exists() else args.model_dir
-    return {"data": args.data_dir, "base": str(base)}
+    return {"data": args.data_dir, "base": model_input(args.model_dir)}
 
 
 def run(args: SFTStageConfig) -> dict | None:
