@@ -120,8 +120,13 @@ def build_tiny_llava(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_policy(path: str, *, trust_remote_code: bool = False, load_in_4bit: bool = False, merge_adapter=True):
-    """Model + processor from a full checkpoint or a LoRA adapter folder (merged into its base by default)."""
+def load_policy(path: str, *, trust_remote_code: bool = False, load_in_4bit: bool = False, merge_adapter=True,
+                train_adapter: bool = False):
+    """Model + processor from a full checkpoint or a LoRA adapter folder (merged into its base by default).
+
+    A 4-bit base keeps its adapter unmerged: merging into NF4 weights re-quantizes them and rounds the learned update
+    away. train_adapter=True loads an unmerged adapter trainable, for a training step that continues it (QLoRA DPO).
+    """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -151,7 +156,7 @@ def load_policy(path: str, *, trust_remote_code: bool = False, load_in_4bit: boo
     if adapter_cfg.exists():
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, path)
+        model = PeftModel.from_pretrained(model, path, is_trainable=train_adapter)
         if merge_adapter and not load_in_4bit:
             model = model.merge_and_unload()
     processor = AutoProcessor.from_pretrained(path if (Path(path) / "processor_config.json").exists() else base,

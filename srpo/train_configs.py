@@ -31,6 +31,11 @@ class ModelArgsMixin:
     freeze_vision_tower: bool = _help("Keep the vision tower frozen (the papers' practice).", default=True)
     trust_remote_code: bool = _help("Run model code shipped with the checkpoint. Off unless you trust it.",
                                     default=False)
+    # TRL turns bf16 on when it is unset, even on CPU (bf16 autocast there; bf16 weights under DeepSpeed "auto"). That
+    # made the step-1 gradients depend on how rows are split across ranks by ~1e-3 relative (2 ranks x 2 rows vs 1 x 4:
+    # loss curves 1e-4 apart, 1e-6 in fp32), and disagreed with launch_validate, which reads an unset bf16 as fp32.
+    bf16: bool | None = _help("bf16 mixed precision. Off unless set (TRL's default is on): the 7B recipes set it.",
+                              default=False)
 
     def _check_model_args(self):
         if self.load_in_4bit and not self.use_lora:

@@ -18,7 +18,11 @@ def prepare_model(model, args):
     if args.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
+        # It freezes every parameter: an adapter the policy already carries (QLoRA DPO continues it) stays trainable.
+        adapter = [p for p in model.parameters() if p.requires_grad] if hasattr(model, "peft_config") else []
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(args.activation_checkpointing))
+        for param in adapter:
+            param.requires_grad_(True)
     if args.freeze_vision_tower:
         for name, param in model.named_parameters():
             if "vision_tower" in name or ".visual." in name or name.startswith("visual."):
@@ -37,6 +41,9 @@ def lora_config(args):
 
 def finalize_training(trainer, processor, folder: Path) -> dict:
     """Save the final policy to <folder>/model (safetensors) and the log history; return summary stats."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if "ref" in getattr(model, "peft_config", {}):
+        model.delete_adapter("ref")  # TRL's frozen reference copy (QLoRA DPO) is not part of the policy
     trainer.save_model(str(folder / "model"))
     if trainer.is_world_process_zero():
         # The Trainer also pickles its arguments there; a policy folder holds safetensors and JSON only.
@@ -90,3 +97,63 @@ def restore_full_weights(model, checkpoint: str | None, args) -> None:
     if missing or unexpected:
         raise RuntimeError(f"checkpoint {checkpoint} does not match the model: missing {missing[:5]}, "
                            f"unexpected {unexpected[:5]}; delete it to retrain the step from scratch")
+
+
+class CheckpointWorldSizeError(RuntimeError):
+    """A sharded DeepSpeed ZeRO checkpoint cannot be resumed by a different number of processes."""
+
+
+def saved_world_size(checkpoint: str | Path) -> tuple[int | None, bool]:
+    """(number of processes that wrote a trainer checkpoint, whether its optimizer state is ZeRO-sharded).
+
+    DeepSpeed writes one `[bf16_]zero_pp_rank_<dp>_mp_rank_<mp>_optim_states.pt` per data-parallel rank into the tag
+    folder that `latest` names (`global_step<N>`); a universal checkpoint (ds_to_universal) has none, and loads at any
+    world size. Without ZeRO shards the Trainer's `rng_state_<rank>.pth` files (`rng_state.pth` for one process) count.
+    """
+    import re
+
+    checkpoint = Path(checkpoint)
+    latest = checkpoint / "latest"
+    tags = [checkpoint / latest.read_text().strip()] if latest.is_file() else sorted(checkpoint.glob("global_step*"))
+    for tag in tags:
+        ranks = {m.group(1) for f in tag.glob("*zero_pp_rank_*_optim_states.pt")
+                 if (m := re.search(r"zero_pp_rank_(\d+)_mp_rank_\d+_optim_states\.pt$", f.name))}
+        if ranks:
+            return len(ranks), True
+    if (checkpoint / "rng_state.pth").exists():
+        return 1, False
+    rng = list(checkpoint.glob("rng_state_*.pth"))
+    return (len(rng) or None), False
+
+
+def check_resume_world_size(checkpoint: str | None, world_size: int) -> None:
+    """Refuse to resume a ZeRO-sharded checkpoint at another world size; warn for a plain (DDP / 1-process) one.
+
+    DeepSpeed itself stops only once the model is built ("Automatic adjustment of ZeRO's optimizer state partitioning
+    with a new world size is not currently supported") and does not say what to do. A DDP checkpoint holds the full
+    weights and optimizer state, so it loads; only the data position and the RNG streams are per process.
+    """
+    if checkpoint is None:
+        return
+    saved, sharded = saved_world_size(checkpoint)
+    if saved is None or saved == world_size:
+        return
+    checkpoint = Path(checkpoint)
+    if sharded:
+        latest = checkpoint / "latest"
+        tag = checkpoint / (latest.read_text().strip() if latest.is_file() else "global_step<N>")
+        raise CheckpointWorldSizeError(
+            f"the DeepSpeed ZeRO checkpoint {checkpoint} was written by {saved} processes, but this run has "
+            f"{world_size}: ZeRO shards the optimizer state per process, so it cannot be loaded as is. Either "
+            f"re-launch with {saved} processes (accelerate launch --num_processes {saved} ...); or delete "
+            f"{checkpoint.parent} to retrain the step {checkpoint.parent.parent.name!r} from its start; or convert "
+            f"it: python -m deepspeed.checkpoint.ds_to_universal --input_folder {tag} --output_folder {tag}_universal "
+            f"--inject_missing_state, write {tag.name + '_universal'!r} into {latest}, and add "
+            '"checkpoint": {"load_universal": true} to the DeepSpeed JSON this step uses, at the same path (a new '
+            "`deepspeed` path in the step config restarts the step; docs/distributed.md).")
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "resuming %s, written by %d process(es), with %d: weights, optimizer and scheduler load, but the data "
+        "position and random streams are per process, so the rest of the run will not match an uninterrupted one "
+        "(and the global batch changes unless gradient_accumulation_steps is adjusted)", checkpoint, saved, world_size)

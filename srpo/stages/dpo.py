@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from srpo import chaos
-from srpo.steps import StepRun, is_main_process
+from srpo.steps import StepRun, is_main_process, model_input
 from srpo.train_configs import DPOStageConfig
 
 
@@ -32,7 +32,7 @@ def dpo_rows(pairs_path: Path, data_dir: Path) -> list[dict]:
 
 
 def inputs(args) -> dict:
-    return {"policy": str(Path(args.policy_dir).parent), "reference": str(Path(args.ref_dir).parent),
+    return {"policy": model_input(args.policy_dir), "reference": model_input(args.ref_dir),
             "pairs": args.pairs_dir, "data": args.data_dir}
 
 
@@ -55,22 +55,31 @@ def run(args: DPOStageConfig) -> dict | None:
     from trl import DPOTrainer
 
     from srpo.models import load_policy
-    from srpo.training import finalize_training, lora_config, prepare_model, restore_full_weights
+    from srpo.training import (
+        check_resume_world_size,
+        finalize_training,
+        lora_config,
+        prepare_model,
+        restore_full_weights,
+    )
 
     args.output_dir = str(folder / "trainer")
     model, processor = load_policy(args.policy_dir, trust_remote_code=args.trust_remote_code,
-                                   load_in_4bit=args.load_in_4bit)
+                                   load_in_4bit=args.load_in_4bit, train_adapter=True)
     model = prepare_model(model, args)
     ref_model = None
     if not args.use_lora:
         # Full fine-tuning: the reference is an explicit frozen copy (TRL would reload it from a path otherwise).
         ref_model, _ = load_policy(args.ref_dir, trust_remote_code=args.trust_remote_code)
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=processor, peft_config=lora_config(args))
+                         processing_class=processor,
+                         # A 4-bit policy's adapter stays unmerged: TRL trains it on, a frozen copy is the reference.
+                         peft_config=None if hasattr(model, "peft_config") else lora_config(args))
     callback = chaos.trainer_callback(args.step)
     if callback is not None:
         trainer.add_callback(callback)
     last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).exists() else None
+    check_resume_world_size(last, args.world_size)
     restore_full_weights(trainer.model, last, args)
     trainer.train(resume_from_checkpoint=last)
     stats = finalize_training(trainer, processor, folder)

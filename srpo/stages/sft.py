@@ -50,7 +50,13 @@ def run(args: SFTStageConfig) -> dict | None:
     from trl import SFTTrainer
 
     from srpo.models import load_policy
-    from srpo.training import finalize_training, lora_config, prepare_model, restore_full_weights
+    from srpo.training import (
+        check_resume_world_size,
+        finalize_training,
+        lora_config,
+        prepare_model,
+        restore_full_weights,
+    )
 
     args.output_dir = str(folder / "trainer")
     model, processor = load_policy(args.model_dir, trust_remote_code=args.trust_remote_code,
@@ -63,6 +69,7 @@ def run(args: SFTStageConfig) -> dict | None:
     if callback is not None:
         trainer.add_callback(callback)
     last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).exists() else None
+    check_resume_world_size(last, args.world_size)
     restore_full_weights(trainer.model, last, args)
     trainer.train(resume_from_checkpoint=last)
     stats = finalize_training(trainer, processor, folder)
