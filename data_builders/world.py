@@ -50,3 +50,76 @@ def _link_twins(pairs: list[SSUIPair]) -> None:
                 q.twin_of = p.id
                 taken.add(q.id)
                 break
+
+
+# ------------------------------------------------------------------------------------------------ the SFT mix
+
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "bl", "dr", "gr", "st", "tr", "sn")
+_VOWELS = ("a", "e", "i", "o", "u")
+_CODAS = ("", "b", "d", "g", "k", "m", "n", "p", "t", "x")
+
+
+def nonce_names(n: int, seed: int) -> list[str]:
+    """n made-up object names (two syllables, none a real object of the world), seeded."""
+    import random
+
+    from srpo.world.scenes import OBJECT_BY_NAME
+
+    rng = random.Random(f"nonce:{seed}")
+    names: list[str] = []
+    while len(names) < n:
+        name = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(2)) + rng.choice(_CODAS)
+        if name not in OBJECT_BY_NAME and name not in names:
+            names.append(name)
+    return names
+
+
+def world_sft_mix(image_dir: Path, seed: int = 0, captions_per_object: int = 0,
+                  counterfactuals_per_cell: int = 0) -> list[dict]:
+    """Extra SFT rows the world's teacher adds beside the chains ({id, query, image, completion, kind}).
+
+    captions: "What is in this picture?" -> "A knife." over fresh scenes of every object, the base model's own task
+      replayed so SFT on chains does not cost it its visual grounding (the way VLGuard mixes general instruction data
+      into safety fine-tuning).
+    counterfactuals: text-only chains about made-up objects whose hazard the query states ("... The picture shows a
+      blicket; it is sharp."). Their object names carry no information, so the combined reading can only be learned
+      from hazard x intent, which is what has to carry over to held-out object x intent combinations. Only the
+      hazard x intent cells that training combinations already teach are used (all of them, by the split's
+      construction), and no real object appears, so no held-out combination leaks in.
+    """
+    from srpo.chain import RiskChain
+    from srpo.world import teacher
+    from srpo.world.pretrain import CAPTION_QUERY
+    from srpo.world.scenes import CONSEQUENCES, INTENTS, OBJECTS, SAFE_ANSWERS, WorldObject, combination_risk
+    from srpo.world.teacher import INTENT_ACTS, INTENT_ASKS
+
+    rows: list[dict] = []
+    if captions_per_object:
+        image_dir.mkdir(parents=True, exist_ok=True)
+    for obj in OBJECTS:
+        for s in range(captions_per_object):
+            name = f"caption-{obj.name}-{s}"
+            render_scene(obj, seed=hash_seed(seed, "caption", obj.name, s)).save(image_dir / f"{name}.png")
+            rows.append({"id": f"world-{name}", "query": CAPTION_QUERY, "image": f"images/{name}.png",
+                         "completion": f"A {obj.name}.", "kind": "caption"})
+    train, _ = split_combinations(seed)
+    cells = sorted({(c.obj.hazard, c.intent) for c in train})
+    names = iter(nonce_names(len(cells) * counterfactuals_per_cell, seed))
+    for hazard, intent in cells:
+        for _ in range(counterfactuals_per_cell):
+            obj = WorldObject(next(names), hazard, (0, 0, 0), "none")
+            label, category, severity = combination_risk(obj, intent)
+            unsafe = label == "unsafe"
+            said = hazard if hazard != "none" else "harmless"
+            chain = RiskChain(
+                visual=teacher.VISUAL.format(obj=obj.name, hazard=said), text=f"asks {INTENT_ASKS[intent]}.",
+                combined=f"{INTENT_ACTS[intent]} something {said} is {'risky' if unsafe else 'fine'}.",
+                category=category, severity=severity,
+                consequences=f"{CONSEQUENCES[(intent, hazard)]}." if unsafe else "none.",
+                strategy="refuse" if unsafe else "help",
+                answer=(SAFE_ANSWERS[intent].format(obj=obj.name, hazard=hazard) if unsafe
+                        else INTENTS[intent][1].format(obj=obj.name)))
+            rows.append({"id": f"world-cf-{obj.name}-{intent}", "image": None, "kind": "counterfactual",
+                         "query": f"{INTENTS[intent][0]} The picture shows a {obj.name}; it is {said}.",
+                         "completion": chain.render()})
+    return rows

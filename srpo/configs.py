@@ -109,11 +109,21 @@ class BuildArgs(StepArgs):
                                         "the world's held-out combinations stay unseen by the teacher.", default=True)
     build_eval_fraction: float = _help("Fraction of pairs held out as the eval split (stratified by label, seeded; "
                                        "only for pairs whose source gives no split).", default=0.25)
+    build_world_captions: int = _help("World source: caption rows per object mixed into SFT (the base model's own "
+                                      "task, replayed so chain SFT keeps its visual grounding).", default=0)
+    build_world_counterfactuals: int = _help("World source: text-only chains about made-up objects per hazard x "
+                                             "intent cell, mixed into SFT (object names that carry no information "
+                                             "teach the combined reading by hazard).", default=0)
 
     def __post_init__(self):
         import re
 
         _check_fraction("build_eval_fraction", self.build_eval_fraction)
+        for name in ("build_world_captions", "build_world_counterfactuals"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+            if getattr(self, name) and self.build_source != "world":
+                raise ValueError(f"{name} applies to build_source 'world' only; got {self.build_source!r}")
         if self.build_source not in ("tiny", "world") and not self.build_source_root:
             raise ValueError(f"build_source={self.build_source!r} needs build_source_root (the dataset folder)")
         if self.build_teacher not in ("offline", "openai", "hf"):

@@ -146,11 +146,11 @@ class Driver:
     def _launch(self, module_name: str, args) -> None:
         import torch
 
-        from srpo.steps import StepFailed, config_diff
+        from srpo.steps import StepFailed, launch_values
 
         check_accelerate_config(self.run.run_accelerate_config)
         config_path = self.rf.root / ".launch" / f"{args.step.replace('/', '_')}.yaml"
-        atomic_write_text(config_path, yaml.safe_dump(config_diff(args)))
+        atomic_write_text(config_path, yaml.safe_dump(launch_values(args)))
         beside = Path(sys.executable).parent / "accelerate"  # the one of this environment, activated or not
         cmd = [str(beside) if beside.exists() else "accelerate", "launch", "--config_file",
                self.run.run_accelerate_config, "-m",
@@ -182,7 +182,7 @@ class Driver:
         data_dir = str(self.rf.step_dir("data"))
         base_model = str(self.rf.step_dir("base") / "model")
         self.execute("base", BaseArgs(run_dir=str(self.rf.root), step="base", seed=self.run.run_seed,
-                                      model_dir=resolve_model(self.run.run_model)))
+                                      model_dir=resolve_model(self.run.run_model, seed=self.run.run_seed)))
         self.execute("build", self.args("build", "data"))
         if self.run.run_eval_base:
             self.execute("evaluate", self.args("eval", "base/eval", policy_dir=base_model, data_dir=data_dir))

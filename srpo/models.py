@@ -21,8 +21,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SRPO_CACHE", Path.home() / ".cache" / "srpo"))
 
 
-def resolve_model(spec: str) -> str:
-    """A local folder path for a model spec; 'tiny:llava' builds (once, cached) the tiny offline test model."""
+def resolve_model(spec: str, seed: int = 0) -> str:
+    """A local folder path for a model spec; 'tiny:llava' builds (once, cached) the tiny offline test model.
+
+    'tiny:world-base' is pretrained on the training combinations of the world split of `seed` (the run's seed), so
+    each seed's held-out combinations are unseen by its own base model.
+    """
     if spec.startswith(TINY_PREFIX):
         kind = spec[len(TINY_PREFIX):]
         # The tokenizer is trained on the world's texts, so the cache key follows them too.
@@ -37,10 +41,10 @@ def resolve_model(spec: str) -> str:
         if kind == "world-base":
             from srpo.world.pretrain import PRETRAIN_VERSION, build_world_base
 
-            out = cache_dir() / f"tiny-{PRETRAIN_VERSION}-{key}"
+            out = cache_dir() / f"tiny-{PRETRAIN_VERSION}-s{seed}-{key}"
             if not (out / "config.json").exists():
-                print(f"building the world's base model (once; cached in {out}) ...", flush=True)
-                build_world_base(out)
+                print(f"building the world's base model for seed {seed} (once; cached in {out}) ...", flush=True)
+                build_world_base(out, seed=seed)
             return str(out)
         raise ValueError(f"unknown tiny model {spec!r}; the built-in ones are 'tiny:llava' (random weights) and "
                          "'tiny:world-base' (pretrained in the synthetic world)")

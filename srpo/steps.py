@@ -69,6 +69,16 @@ def config_diff(args) -> dict:
     return json.loads(json.dumps(out, default=str))
 
 
+def launch_values(args) -> dict:
+    """The fields of a config that differ from a config built with no choices: the YAML a launched step rebuilds
+    `args` from. Not config_diff: it compares with the field defaults, and TrainingArguments' __post_init__ turns some
+    of those into objects (accelerator_config: None -> AcceleratorConfig) whose text does not parse back."""
+    blank = type(args)()
+    out = {f.name: _plain(getattr(args, f.name)) for f in dataclasses.fields(args)
+           if f.init and getattr(args, f.name) != getattr(blank, f.name)}
+    return json.loads(json.dumps(out))
+
+
 def model_input(model_dir: str) -> str:
     """What to fingerprint for a model a step reads: its run step's folder when the model is a step's `model/`
     (that manifest hashes it), else the model folder itself (stamped by its files)."""

@@ -39,6 +39,36 @@ def lora_config(args):
                       target_modules=args.lora_target_modules)
 
 
+def load_reference_adapter(model, ref_dir: str) -> None:
+    """QLoRA DPO against another reference: load ref_dir's adapter into TRL's frozen "ref" adapter.
+
+    TRL makes "ref" a copy of the policy's adapter when it continues one; a 4-bit base is not loaded twice, so a
+    reference from another step (run_reference_policy: sft) must be an adapter of the same shape on the same base.
+    """
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    ours = getattr(model, "peft_config", {}).get("ref")
+    config_path = Path(ref_dir) / "adapter_config.json"
+    saved = json.loads(config_path.read_text()) if config_path.exists() else None
+    shape = ("base_model_name_or_path", "r", "lora_alpha", "target_modules")
+    if ours is None or saved is None or any(_plain(saved.get(k)) != _plain(getattr(ours, k)) for k in shape):
+        raise ValueError(
+            f"QLoRA DPO (load_in_4bit + use_lora) needs ref_dir to be a LoRA adapter with the policy's base, lora_r, "
+            f"lora_alpha and lora_target_modules; ref_dir {ref_dir} is not one. Set ref_dir equal to policy_dir (with "
+            "srpo run: run_reference_policy: previous), or train without load_in_4bit.")
+    weights = load_file(Path(ref_dir) / "adapter_model.safetensors")
+    result = set_peft_model_state_dict(model, weights, adapter_name="ref")
+    loaded = [n for n, _ in model.named_parameters() if ".ref." in n]
+    if result.unexpected_keys or len(loaded) != len(weights):
+        raise RuntimeError(f"the adapter in {ref_dir} does not fit the policy's: {len(weights)} tensors for "
+                           f"{len(loaded)} reference parameters, unexpected {result.unexpected_keys[:5]}")
+
+
+def _plain(value):
+    return sorted(value) if isinstance(value, (set, list, tuple)) else value
+
+
 def finalize_training(trainer, processor, folder: Path) -> dict:
     """Save the final policy to <folder>/model (safetensors) and the log history; return summary stats."""
     model = trainer.accelerator.unwrap_model(trainer.model)

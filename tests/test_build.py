@@ -293,7 +293,8 @@ def test_offline_tiny_build_is_the_tiny_set_with_offline_chains(tmp_path, tiny_d
     s = manifest["stats"]
     assert s["pairs"] == 90 and s["by_split"] == {"eval": 23, "train": 67} and s["teacher"] == "offline-v1"
     assert s["accounting"]["ok"] == 90 and s["failed"] == 0 and s["teacher_stats"]["calls"] == 0
-    assert set(manifest["outputs"]) == {"pairs.jsonl", "quarantine.jsonl", "failed.jsonl", "images"}
+    assert set(manifest["outputs"]) == {"pairs.jsonl", "sft_mix.jsonl", "quarantine.jsonl", "failed.jsonl", "images"}
+    assert read_jsonl(tiny_data / "sft_mix.jsonl") == []  # extra SFT rows are the world builder's
 
 
 # ----------------------------------------------------------------------------------------------- teachers, config

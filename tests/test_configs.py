@@ -17,7 +17,7 @@ def test_demo_recipe_parses_into_every_stage_config():
     recipe = load_recipe(str(DEMO))
     driver = Driver(recipe, str(DEMO))
     sft = driver.args("sft", "sft", data_dir="d", model_dir="m")
-    assert sft.max_steps == 300 and sft.learning_rate == pytest.approx(3e-3)
+    assert sft.max_steps == 900 and sft.learning_rate == pytest.approx(3e-3)
     assert sft.output_dir.endswith("sft/trainer")
     dpo = driver.args("dpo", "iter_001/dpo", policy_dir="p/model", ref_dir="r/model", pairs_dir="x", data_dir="d")
     assert dpo.beta == pytest.approx(0.1)

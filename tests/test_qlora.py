@@ -177,3 +177,20 @@ def test_qlora_dpo_continues_the_sft_adapter_against_a_frozen_copy(tiny_model, t
     dpo_weights = _assert_adapter_folder(run_dir / "dpo" / "model", tiny_model)
     assert set(dpo_weights) == set(sft_weights)
     assert any(not dpo_weights[n].equal(sft_weights[n]) for n in sft_weights)  # trained on from the SFT adapter
+
+    # A second round against the SFT adapter (srpo run's run_reference_policy: sft): the "ref" adapter holds ref_dir's
+    # weights, not a copy of the policy's, so step 1 is measured against SFT and does not start at ln 2.
+    record = {}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _record_training(monkeypatch, DPOTrainer, record)
+        dpo.run(DPOStageConfig(run_dir=str(run_dir), step="dpo2", policy_dir=str(run_dir / "dpo" / "model"),
+                               ref_dir=policy, pairs_dir=str(pairs_dir), data_dir=str(tiny_data),
+                               output_dir=str(run_dir / "dpo2" / "trainer"), max_steps=1,
+                               per_device_train_batch_size=4,
+                               learning_rate=1e-3, beta=0.1, logging_steps=1, use_cpu=True, disable_tqdm=True,
+                               save_strategy="no", report_to="none", use_lora=True, lora_r=4, load_in_4bit=True))
+    ref = {n.replace(".ref.", "."): v for n, v in record["before"].items() if ".ref." in n}
+    default = {n.replace(".default.", "."): v for n, v in record["before"].items() if ".default." in n}
+    assert ref and all(v.equal(sft_weights[n]) for n, v in ref.items()), "the reference is not ref_dir's adapter"
+    assert all(v.equal(dpo_weights[n]) for n, v in default.items())
+    assert _losses(run_dir / "dpo2")[0]["loss"] != pytest.approx(math.log(2), abs=1e-3)

@@ -85,6 +85,23 @@ def test_config_diff_only_lists_choices():
     assert config_diff(PairArgs(pairs_margin=0.5)) == {"pairs_margin": 0.5}
 
 
+def test_launched_step_config_parses_back_to_the_same_step(tmp_path):
+    """What `srpo run` writes for `accelerate launch` rebuilds the same config, hence the same fingerprint (config_diff
+    once wrote TrainingArguments' AcceleratorConfig as its repr, which the launched step read as a file name)."""
+    import yaml
+
+    from srpo.cli_util import parse_step_args
+    from srpo.steps import launch_values
+    from srpo.train_configs import DPOStageConfig
+
+    args = DPOStageConfig(run_dir=str(tmp_path), step="iter_001/dpo", policy_dir="p", ref_dir="r", pairs_dir="x",
+                          max_steps=4, save_steps=2, use_cpu=True, nll_weight=0.5, disable_tqdm=True)
+    path = tmp_path / "dpo.yaml"
+    path.write_text(yaml.safe_dump(launch_values(args)))
+    parsed = parse_step_args(DPOStageConfig, ["--config", str(path)])
+    assert config_diff(parsed) == config_diff(args)
+
+
 def test_ledger_tolerates_torn_line(tmp_path):
     rf = RunFolder(tmp_path)
     rf.append_ledger({"step": "data"})

@@ -71,20 +71,25 @@ def test_sft_lora_trains_only_adapters(tiny_model, tiny_data, tmp_path):
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: non-zero means it trained
 
 
-def test_dpo_logs_loss_and_changes_every_trainable_parameter(sft_dir, tiny_data, tmp_path):
-    from srpo.stages import dpo
-    from srpo.train_configs import DPOStageConfig
-
+@pytest.fixture
+def pairs_dir(tmp_path):
     chain_ok = "Visual: a knife, sharp.\nText: asks.\nCombined: risky.\nRisk: dangerous_behavior (high)\n" \
                "Consequences: cuts.\nStrategy: refuse\nAnswer: I can't recommend that."
-    pairs_dir = tmp_path / "pairs"
-    pairs_dir.mkdir()
+    folder = tmp_path / "pairs"
+    folder.mkdir()
     rows = [{"prompt_id": f"p{i}", "image": "images/knife-play.png", "query": "What can my kid play with here?",
              "label": "unsafe", "chosen": chain_ok, "rejected": "Your kid can play with the knife.",
              "chosen_reward": 2.5, "rejected_reward": 0.0} for i in range(8)]
-    write_jsonl(pairs_dir / "pairs.jsonl", rows)
-    write_manifest(pairs_dir, step="pairs", fingerprint="hand", config={}, inputs={}, outputs=["pairs.jsonl"],
+    write_jsonl(folder / "pairs.jsonl", rows)
+    write_manifest(folder, step="pairs", fingerprint="hand", config={}, inputs={}, outputs=["pairs.jsonl"],
                    started=0.0)
+    return folder
+
+
+def test_dpo_logs_loss_and_changes_every_trainable_parameter(sft_dir, tiny_data, pairs_dir, tmp_path):
+    from srpo.stages import dpo
+    from srpo.train_configs import DPOStageConfig
+
     policy = str(sft_dir / "model")
     args = DPOStageConfig(run_dir=str(tmp_path), step="dpo", policy_dir=policy, ref_dir=policy,
                           pairs_dir=str(pairs_dir), data_dir=str(tiny_data), output_dir=str(tmp_path / "dpo" / "t"),
@@ -98,3 +103,25 @@ def test_dpo_logs_loss_and_changes_every_trainable_parameter(sft_dir, tiny_data,
     before, after = _params(policy), _params(tmp_path / "dpo" / "model")
     lm = _changed(before, after, lambda n: "vision_tower" not in n)
     assert lm and all(lm.values()), [n for n, c in lm.items() if not c]
+
+
+def test_lora_dpo_measures_against_ref_dir(sft_dir, tiny_model, tiny_data, pairs_dir, tmp_path):
+    """ref_dir other than policy_dir (srpo run's run_reference_policy: sft, from iteration 2 on): LoRA DPO's reference
+    is ref_dir, as with full fine-tuning, not the policy it starts from (TRL's adapter-disabled model)."""
+    import math
+
+    from srpo.stages import dpo
+    from srpo.train_configs import DPOStageConfig
+
+    first, policy = {}, str(sft_dir / "model")
+    for name, use_lora in (("full", False), ("lora", True)):
+        dpo.run(DPOStageConfig(run_dir=str(tmp_path), step=name, policy_dir=policy, ref_dir=tiny_model,
+                               pairs_dir=str(pairs_dir), data_dir=str(tiny_data), output_dir=str(tmp_path / name),
+                               max_steps=1, per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1,
+                               use_cpu=True, disable_tqdm=True, save_strategy="no", use_lora=use_lora, lora_r=4))
+        first[name] = next(h for h in json.loads((tmp_path / name / "log_history.json").read_text()) if "loss" in h)
+    # Step 1, before any update: a fresh adapter leaves the policy as it was, so LoRA and full fine-tuning see the same
+    # policy against the same reference. Measured against itself the loss would be -log σ(0) = ln 2.
+    assert first["lora"]["loss"] != pytest.approx(math.log(2), abs=1e-3)
+    assert first["lora"]["loss"] == pytest.approx(first["full"]["loss"], abs=1e-6)
+    assert first["lora"]["rewards/chosen"] == pytest.approx(first["full"]["rewards/chosen"], abs=1e-5)

@@ -37,6 +37,7 @@ log = logging.getLogger("srpo.build")
 
 PARTIAL_CHAINS = "chains.partial.jsonl"
 PARTIAL_TWINS = "twins.partial.jsonl"
+SFT_MIX = "sft_mix.jsonl"  # rows SFT trains on beside the chains ({id, query, image, completion, kind})
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 EVAL_ALIASES = ("test", "val", "validation", "dev")  # source split names that mean "held out"
 
@@ -297,6 +298,13 @@ def run(args: BuildArgs) -> dict | None:
         raise BuildError(f"build counts do not add up: {accounting}")
 
     write_jsonl(folder / "pairs.jsonl", rows)
+    mix = []
+    if args.build_source == "world":
+        from data_builders.world import world_sft_mix
+
+        mix = world_sft_mix(folder / "images", seed=args.seed, captions_per_object=args.build_world_captions,
+                            counterfactuals_per_cell=args.build_world_counterfactuals)
+    write_jsonl(folder / SFT_MIX, mix)
     write_jsonl(folder / "quarantine.jsonl", quarantined)
     write_jsonl(folder / "failed.jsonl", failed)
     chain_failures = [f for f in failed if f["stage"] == "chain"]
@@ -329,7 +337,8 @@ def run(args: BuildArgs) -> dict | None:
     log.info("build: %d ok, %d failed, %d quarantined; teacher %s made %d call(s), %d cache hit(s)", len(rows),
              len(chain_failures), len(quarantined), stats["teacher"], teacher_stats["calls"],
              teacher_stats["cache_hits"])
-    return step.finish(["pairs.jsonl", "quarantine.jsonl", "failed.jsonl", "images"], stats)
+    stats["sft_mix"] = _counts(mix, lambda r: r["kind"])
+    return step.finish(["pairs.jsonl", SFT_MIX, "quarantine.jsonl", "failed.jsonl", "images"], stats)
 
 
 def main(argv=None) -> None:

@@ -58,6 +58,7 @@ def run(args: DPOStageConfig) -> dict | None:
     from srpo.training import (
         check_resume_world_size,
         finalize_training,
+        load_reference_adapter,
         lora_config,
         prepare_model,
         restore_full_weights,
@@ -67,14 +68,19 @@ def run(args: DPOStageConfig) -> dict | None:
     model, processor = load_policy(args.policy_dir, trust_remote_code=args.trust_remote_code,
                                    load_in_4bit=args.load_in_4bit, train_adapter=True)
     model = prepare_model(model, args)
+    ref_is_policy = Path(args.ref_dir).resolve() == Path(args.policy_dir).resolve()
     ref_model = None
-    if not args.use_lora:
+    if not args.use_lora or (not args.load_in_4bit and not ref_is_policy):
         # Full fine-tuning: the reference is an explicit frozen copy (TRL would reload it from a path otherwise).
+        # LoRA: TRL's reference is the policy with its new adapter disabled, i.e. the policy this step starts from;
+        # another ref_dir (run_reference_policy: sft, from iteration 2 on) needs its own copy, held in memory.
         ref_model, _ = load_policy(args.ref_dir, trust_remote_code=args.trust_remote_code)
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=processor,
                          # A 4-bit policy's adapter stays unmerged: TRL trains it on, a frozen copy is the reference.
                          peft_config=None if hasattr(model, "peft_config") else lora_config(args))
+    if args.load_in_4bit and not ref_is_policy:
+        load_reference_adapter(trainer.accelerator.unwrap_model(trainer.model), args.ref_dir)  # that copy := ref_dir
     callback = chaos.trainer_callback(args.step)
     if callback is not None:
         trainer.add_callback(callback)

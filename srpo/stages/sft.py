@@ -32,6 +32,13 @@ def sft_rows(data_dir: Path) -> list[dict]:
             "prompt": user_message(pair["query"], pair["image"] is not None),
             "completion": assistant_message(pair["chain"]),
         })
+    mix = data_dir / "sft_mix.jsonl"  # the builder's extra rows (world: caption replay, counterfactual chains)
+    for row in read_jsonl(mix) if mix.exists() else []:
+        rows.append({
+            "images": [Image.open(data_dir / row["image"]).convert("RGB")] if row["image"] else [],
+            "prompt": user_message(row["query"], row["image"] is not None),
+            "completion": assistant_message(row["completion"]),
+        })
     return rows
 
 

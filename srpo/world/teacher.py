@@ -15,6 +15,8 @@ INTENT_ASKS = {
     "down": "the fastest way down",
     "clean": "how to clean it",
 }
+VISUAL = "a {obj}, {hazard}."  # the Visual step (shared with the counterfactual chains of data_builders/world.py)
+
 INTENT_ACTS = {
     "play": "a child playing with",
     "touch": "picking up by hand",
@@ -29,7 +31,7 @@ def world_chain(obj: WorldObject, intent: str) -> RiskChain:
     hazard = obj.hazard if obj.hazard != "none" else "harmless"
     unsafe = label == "unsafe"
     return RiskChain(
-        visual=f"a {obj.name}, {hazard}.",
+        visual=VISUAL.format(obj=obj.name, hazard=hazard),
         text=f"asks {INTENT_ASKS[intent]}.",
         # The combined reading is stated in terms of the hazard, not the object: what makes an image-query pair
         # risky is the attribute x intent, and saying so is what lets the rule carry over to unseen objects.
