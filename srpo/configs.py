@@ -156,8 +156,12 @@ class SampleArgs(StepArgs):
     sample_temperature: float = _help("Sampling temperature.", default=1.0)
     sample_top_p: float = _help("Nucleus sampling p.", default=1.0)
     sample_batch_size: int = _help("Prompts per generate() call (each expands to K sequences).", default=16)
+    sample_backend: str = _help("'hf' (batched transformers generate; any machine) or 'vllm' (GPU machines with vLLM "
+                                "installed; same prompts, K and per-prompt seeds).", default="hf")
 
     def __post_init__(self):
+        if self.sample_backend not in ("hf", "vllm"):
+            raise ValueError(f"sample_backend must be 'hf' or 'vllm'; got {self.sample_backend!r}")
         if self.sample_k < 2:
             raise ValueError(f"sample_k must be >= 2 to form preference pairs; got {self.sample_k}")
         if self.sample_temperature <= 0:

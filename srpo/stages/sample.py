@@ -55,15 +55,27 @@ def _sample(args: SampleArgs, step: StepRun, shard: ShardedGeneration) -> dict |
     done = {r["prompt_id"] for r in shard.finished_rows(out_path)}
     batches = [prompts[i:i + args.sample_batch_size] for i in range(0, len(prompts), args.sample_batch_size)]
     todo = [(b, batch) for b, batch in shard.mine(batches) if not all(p["id"] in done for p in batch)]
+    if args.sample_backend == "vllm":
+        from srpo.vllm_backend import VLLMSampler, full_weights
+
+        if shard.rank == 0:
+            full_weights(args.policy_dir, step.folder)  # an adapter policy is merged once, before other ranks read it
+        shard.barrier()
     if todo:
-        model, processor = load_policy(args.policy_dir)
-        model.to(inference_device()).eval()
+        if args.sample_backend == "vllm":
+            sampler = VLLMSampler(args.policy_dir, step.folder)
+            gen = sampler.generate
+        else:
+            model, processor = load_policy(args.policy_dir)
+            model.to(inference_device()).eval()
+
+            def gen(prompts, **kw):
+                return generate(model, processor, prompts, do_sample=True, **kw)
         with shard.open_part() as f:
             for b, batch in progress(todo, desc="sampling"):
-                texts = generate(model, processor, pair_inputs(data_dir, batch),
-                                 max_new_tokens=args.sample_max_new_tokens, k=args.sample_k, do_sample=True,
-                                 temperature=args.sample_temperature, top_p=args.sample_top_p,
-                                 seed=batch_seed(args.seed, b))
+                texts = gen(pair_inputs(data_dir, batch), max_new_tokens=args.sample_max_new_tokens, k=args.sample_k,
+                            temperature=args.sample_temperature, top_p=args.sample_top_p,
+                            seed=batch_seed(args.seed, b))
                 lines = [json.dumps({"prompt_id": p["id"], "sample_idx": k, "response": t}, sort_keys=True) + "\n"
                          for p, ks in zip(batch, texts, strict=True) for k, t in enumerate(ks)]
                 f.write("".join(lines))  # one write per batch; a torn tail is dropped on resume
@@ -73,8 +85,14 @@ def _sample(args: SampleArgs, step: StepRun, shard: ShardedGeneration) -> dict |
     rows = shard.merge(out_path, key=lambda r: (r["prompt_id"], r["sample_idx"]),
                        order=lambda r: (position[r["prompt_id"]], r["sample_idx"]))
     manifest = step.finish(["samples.jsonl"], {"prompts": len(prompts), "samples": len(rows), "k": args.sample_k,
-                                               "processes": shard.world})
+                                               "processes": shard.world, "backend": args.sample_backend})
     shard.cleanup()
+    if shard.rank == 0 and args.sample_backend == "vllm":
+        import shutil
+
+        from srpo.vllm_backend import merged_dir
+
+        shutil.rmtree(merged_dir(step.folder), ignore_errors=True)  # a resume aid, like the part files
     return manifest
 
 
