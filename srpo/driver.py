@@ -285,6 +285,7 @@ class Driver:
         if base is not None and self.run.run_eval_base:
             heldout["base_heldout_task_accuracy"] = base["stats"]["task_accuracy"]
             heldout["base_heldout_safe_rate"] = base["stats"]["safe_rate"]
+            heldout["base_heldout_benign_refusal_rate"] = base["stats"]["benign_refusal_rate"]
         summary = {**heldout, "run": self.run.run_name, "final_iteration": final_iteration,
                    "final_policy": self.policy_of(final_iteration), "iterations": rows,
                    "executed_steps": self.executed, "skipped_steps": self.skipped}

@@ -284,6 +284,11 @@ def check_accelerate(path: str | os.PathLike, *, follow_deepspeed: bool = True) 
         for key in clash:
             problems.append(f"{name}: key 'deepspeed_config.{key}' cannot be combined with deepspeed_config_file "
                             "(accelerate refuses it); set it in the JSON")
+        if "mixed_precision" in raw:
+            # accelerate launch passes it on and the DeepSpeed plugin then stops every rank ("the following accelerate
+            # config variables will be ignored"), whatever its value: measured on a GPU with zero3.yaml.
+            problems.append(f"{name}: key 'mixed_precision' cannot be combined with deepspeed_config_file (accelerate "
+                            "stops at launch); remove it: the JSON's bf16/fp16 'auto' follow the step config's bf16")
         found = _resolve_near(file, Path(path).parent)
         if found is None:
             problems.append(f"{name}: key 'deepspeed_config.deepspeed_config_file': {file} does not exist "
@@ -350,10 +355,12 @@ def check_recipe(path: str | os.PathLike, *, deepspeed: str | None = None, world
             raw = raw or {}
             nproc = nproc or raw.get("num_processes")
             mp = raw.get("mixed_precision", "no")
+            # With a DeepSpeed JSON the precision is the JSON's ("auto": the step config's), checked below.
+            json_precision = bool((raw.get("deepspeed_config") or {}).get("deepspeed_config_file"))
             for section in ("sft", "dpo"):
                 values = recipe.get(section, {})
                 want = "bf16" if values.get("bf16") else "fp16" if values.get("fp16") else "no"
-                if section in recipe and mp != want:
+                if section in recipe and mp != want and not json_precision:
                     problems.append(f"{name}: key '{section}.bf16/fp16' asks for precision {want!r} but "
                                     f"{found} has mixed_precision: {mp!r}; make them agree")
             if deepspeed is None:

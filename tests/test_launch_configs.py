@@ -118,6 +118,8 @@ mixed_precision: bf16
     (ACCEL_OK.replace("MULTI_GPU", "DEEPSPEED") + "use_cpu: true\ndeepspeed_config:\n  deepspeed_config_file: "
      "launch/deepspeed/zero2.json\n", "'use_cpu'"),                                              # silent-DDP trap
     (ACCEL_OK.replace("num_machines: 1", "num_machines: 2"), "'main_process_ip'"),
+    (ACCEL_OK.replace("MULTI_GPU", "DEEPSPEED") + "deepspeed_config:\n  deepspeed_config_file: "
+     "launch/deepspeed/zero3.json\n", "'mixed_precision' cannot be combined"),                     # stops at launch
 ])
 def test_bad_accelerate_configs_are_refused_by_key(tmp_path, text, expected):
     problems = lv.check(_yaml(tmp_path, "accel.yaml", text))
@@ -158,8 +160,8 @@ def test_recipe_batch_mismatch_with_deepspeed_json(tmp_path):
 
 def test_recipe_precision_mismatch_with_accelerate_config(tmp_path):
     pytest.importorskip("deepspeed")
-    text = RECIPE.replace("tiny:llava", "tiny:llava\n  run_accelerate_config: launch/accelerate/zero2.yaml")
-    problems = lv.check(_yaml(tmp_path, "recipe.yaml", text))  # zero2.yaml is bf16, the recipe is fp32
+    text = RECIPE.replace("tiny:llava", "tiny:llava\n  run_accelerate_config: launch/accelerate/ddp.yaml")
+    problems = lv.check(_yaml(tmp_path, "recipe.yaml", text))  # ddp.yaml is bf16, the recipe is fp32
     assert any("'sft.bf16/fp16'" in p and "mixed_precision" in p for p in problems), problems
     assert lv.check(_yaml(tmp_path, "recipe.yaml", text + "  bf16: true\n")) == []
 
