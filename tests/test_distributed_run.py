@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.tests_support import ledger_rows, srpo_run
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.chaos]
 
@@ -26,23 +26,11 @@ OVERRIDES = ["run.run_accelerate_config=launch/accelerate/cpu_2proc.yaml", "run.
 PLAN = [{"step": "iter_001/dpo", "event": "checkpoint", "after": 1, "all_ranks": True}]
 
 
-def _ledger(run_dir: Path) -> list[tuple]:
-    rows = [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
-    return [(r["step"], r["fingerprint"], r["outputs_digest"], r.get("decision")) for r in rows]
-
-
-def _srpo_run(runs: Path, env: dict) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "srpo.cli", "run", SMOKE, "--set", f"run.run_runs_dir={runs}"]
-    for o in OVERRIDES:
-        cmd += ["--set", o]
-    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
-
-
 def test_srpo_run_under_accelerate_killed_in_dpo_resumes_to_the_same_result(tiny_model, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "ACCELERATE_USE_CPU")}
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     t0 = time.time()
-    clean = _srpo_run(tmp_path / "clean", env)
+    clean = srpo_run(SMOKE, tmp_path / "clean", OVERRIDES, env)
     assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr[-3000:]
     t_clean = time.time() - t0
 
@@ -50,13 +38,13 @@ def test_srpo_run_under_accelerate_killed_in_dpo_resumes_to_the_same_result(tiny
     plan.write_text(json.dumps(PLAN))
     chaos_env = {**env, "SRPO_CHAOS_PLAN": str(plan)}
     t0 = time.time()
-    killed = _srpo_run(tmp_path / "chaos", chaos_env)
+    killed = srpo_run(SMOKE, tmp_path / "chaos", OVERRIDES, chaos_env)
     run_dir = tmp_path / "chaos" / "tiny-smoke"
     assert killed.returncode != 0 and json.loads(plan.read_text())[0]["fired"], killed.stderr[-3000:]
     assert "step iter_001/dpo failed under accelerate launch" in killed.stderr + killed.stdout
     assert [p.name for p in (run_dir / "iter_001" / "dpo" / "trainer").glob("checkpoint-*")] == ["checkpoint-2"]
     assert not (run_dir / "iter_001" / "dpo" / "manifest.json").exists()
-    resumed = _srpo_run(tmp_path / "chaos", chaos_env)
+    resumed = srpo_run(SMOKE, tmp_path / "chaos", OVERRIDES, chaos_env)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     t_chaos = time.time() - t0
     print(f"\nsrpo run under 2-process accelerate: uninterrupted {t_clean:.0f} s, killed + resumed {t_chaos:.0f} s",
@@ -64,6 +52,6 @@ def test_srpo_run_under_accelerate_killed_in_dpo_resumes_to_the_same_result(tiny
 
     a = tmp_path / "clean" / "tiny-smoke"
     assert json.loads((a / "iter_001" / "dpo" / "manifest.json").read_text())["stats"]["pairs"] > 0
-    assert _ledger(run_dir) == _ledger(a)
+    assert ledger_rows(run_dir) == ledger_rows(a)
     assert (run_dir / "iter_001" / "eval" / "metrics.json").read_bytes() == \
         (a / "iter_001" / "eval" / "metrics.json").read_bytes()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tests_support import ledger_rows, srpo_run
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "recipes" / "tiny" / "smoke.yaml")
 OVERRIDES = ["run.run_iterations=1", "sample.sample_batch_size=4", "run.run_report_to=none"]
@@ -48,21 +50,9 @@ def random_plan(n: int, seed: int) -> list[dict]:
     return [{"step": s, "event": e, "after": rng.randint(1, top)} for s, e, top in picks]
 
 
-def _ledger(run_dir: Path) -> list[tuple]:
-    rows = [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
-    return [(r["step"], r["fingerprint"], r["outputs_digest"], r.get("decision")) for r in rows]
-
-
-def _cli(runs: Path, env: dict) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "srpo.cli", "run", SMOKE, "--set", f"run.run_runs_dir={runs}"]
-    for o in OVERRIDES:
-        cmd += ["--set", o]
-    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
-
-
 def test_killed_anywhere_resumes_to_the_same_result(tiny_model, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    clean = _cli(tmp_path / "clean", env)
+    clean = srpo_run(SMOKE, tmp_path / "clean", OVERRIDES, env)
     assert clean.returncode == 0, clean.stderr[-3000:]
 
     n_random = int(os.environ.get("SRPO_CHAOS_KILLS", "0"))
@@ -72,7 +62,7 @@ def test_killed_anywhere_resumes_to_the_same_result(tiny_model, tmp_path):
     chaos_env = {**env, "SRPO_CHAOS_PLAN": str(plan_path)}
     kills = 0
     for _ in range(len(plan) + 1):
-        proc = _cli(tmp_path / "chaos", chaos_env)
+        proc = srpo_run(SMOKE, tmp_path / "chaos", OVERRIDES, chaos_env)
         if proc.returncode == 0:
             break
         assert proc.returncode == -9, proc.stderr[-3000:]  # only our SIGKILLs may stop it
@@ -90,7 +80,7 @@ def test_killed_anywhere_resumes_to_the_same_result(tiny_model, tmp_path):
         assert kills == len(PLAN)  # the fixed plan is chosen so that every point is reached
 
     a, b = tmp_path / "clean" / "tiny-smoke", tmp_path / "chaos" / "tiny-smoke"
-    assert _ledger(b) == _ledger(a)
+    assert ledger_rows(b) == ledger_rows(a)
     assert json.loads((b / "iter_001" / "gate.json").read_text())["decision"] == \
         json.loads((a / "iter_001" / "gate.json").read_text())["decision"]
     metrics = [(r / "iter_001" / "eval" / "metrics.json").read_text() for r in (a, b)]

@@ -1,6 +1,11 @@
 """Helpers shared by tests."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def secret_scan(root: Path, secret: str) -> tuple[list[str], int]:
@@ -13,3 +18,17 @@ def secret_scan(root: Path, secret: str) -> tuple[list[str], int]:
             if needle in p.read_bytes():
                 leaks.append(str(p.relative_to(root)))
     return leaks, scanned
+
+
+def ledger_rows(run_dir: Path) -> list[tuple]:
+    """What must match between an interrupted and an uninterrupted run: step, fingerprint, outputs, decision."""
+    rows = [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
+    return [(r["step"], r["fingerprint"], r["outputs_digest"], r.get("decision")) for r in rows]
+
+
+def srpo_run(recipe: str, runs: Path, overrides: list[str], env: dict) -> subprocess.CompletedProcess:
+    """`srpo run RECIPE` in a subprocess (so a SIGKILL takes only it), runs under `runs`, with --set overrides."""
+    cmd = [sys.executable, "-m", "srpo.cli", "run", recipe, "--set", f"run.run_runs_dir={runs}"]
+    for o in overrides:
+        cmd += ["--set", o]
+    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
