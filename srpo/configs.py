@@ -184,7 +184,8 @@ class JudgeArgs(StepArgs):
                                    default="OPENAI_API_KEY")
     policy_dir: str = _help("The policy that was sampled (the self-judge's model).", default="")
     judge_max_new_tokens: int = _help("Generation budget of the self-judge's own chain.", default=96)
-    judge_batch_size: int = _help("Prompts per generate() call of the self-judge.", default=16)
+    judge_batch_size: int = _help("Prompts per generate() call of the self-judge, and per call of a model judge (an "
+                                  "endpoint runs that call's requests concurrently).", default=16)
     judge_mode: str = _help("'pointwise' (each response graded alone) or 'pairwise' (openai/hf judges: every two "
                             "samples of a prompt compared, order shuffled against position bias; the win rate is the "
                             "preference score).", default="pointwise")

@@ -91,14 +91,16 @@ class ShardedGeneration:
         return open(self.part_path, "a", encoding="utf-8")
 
     def merge(self, out_path: Path, key: Callable[[dict], object], order: Callable[[dict], object]) -> list[dict]:
-        """After every rank is done: all rows, deduplicated by `key`, sorted by `order`, written by rank 0."""
+        """After every rank is done: all rows, deduplicated by `key`, sorted by `order`, written and returned by
+        rank 0 (the other ranks get [] and have nothing left to do)."""
         self.barrier()
+        if self.rank != 0:
+            return []
         rows = {}
         for row in self.finished_rows(out_path):
             rows.setdefault(key(row), row)
         merged = sorted(rows.values(), key=order)
-        if self.rank == 0:
-            write_jsonl(out_path, merged)  # atomic: a kill leaves the parts and no half-written merge
+        write_jsonl(out_path, merged)  # atomic: a kill leaves the parts and no half-written merge
         return merged
 
     def cleanup(self) -> None:

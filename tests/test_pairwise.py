@@ -7,7 +7,7 @@ import re
 import pytest
 
 from srpo.configs import JudgeArgs
-from srpo.judges.pairwise import PairwiseStats, judge_group_pairwise, parse_better, presentation
+from srpo.judges.pairwise import PairwiseStats, judge_groups_pairwise, parse_better, presentation
 from srpo.pairing import best_vs_worst
 from srpo.runfolder import write_jsonl, write_manifest
 
@@ -28,9 +28,10 @@ class StubJudge:
     """answer(prompt) -> text; records what was asked."""
 
     def __init__(self, answer):
-        self.answer, self.asked = answer, []
+        self.answer, self.asked, self.calls = answer, [], 0
 
     def ask_many(self, requests, system, validate):
+        self.calls += 1
         self.asked += [prompt for prompt, _, _ in requests]
         return [(self.answer(prompt), None) for prompt, _, _ in requests]
 
@@ -60,13 +61,20 @@ def test_winner_is_mapped_back_wherever_it_was_shown(tmp_path):
                       "BETTER: B" if "Careful" in _shown(p)[1] else "BETTER: TIE")
     for seed in range(5):
         stats = PairwiseStats()
-        js = judge_group_pairwise(judge, PAIR, tmp_path, SAMPLES, seed=seed, stats=stats)
+        (js,) = judge_groups_pairwise(judge, [(PAIR, SAMPLES)], tmp_path, seed=seed, stats=stats)
         pref = {j.sample_idx: j.preference for j in js}
         assert pref[1] == 1.0 and pref[0] == pref[2] == pref[3] == pytest.approx(1 / 3)  # 1 loss + 2 ties of 3
         pairs = best_vs_worst([j.to_dict() for j in js], margin=0.1, awareness_weight=0.0)
         assert pairs[0]["chosen_idx"] == 1 and pairs[0]["rejected_idx"] == 0
         assert stats.to_dict()["comparisons"] == 6 and stats.to_dict()["comparison_failures"] == 0
     assert len(judge.asked) == 5 * 6  # K(K-1)/2 comparisons per prompt
+    # Several prompts in one call: one ask_many, each prompt's judgments as if asked alone.
+    other = {**PAIR, "id": "p2"}
+    calls = len(judge.asked)
+    both = judge_groups_pairwise(judge, [(PAIR, SAMPLES), (other, SAMPLES[::-1])], tmp_path, seed=4)
+    assert len(judge.asked) == calls + 12 and judge.calls == 6
+    assert [j.to_dict() for j in both[0]] == [j.to_dict() for j in js]  # seed 4 was the loop's last
+    assert [j.preference for j in both[1]] == [pytest.approx(x) for x in (1 / 3, 1.0, 1 / 3, 1 / 3)]
     careful_first = sum("Careful" in _shown(p)[0] for p in judge.asked if "Careful" in p)
     assert 0 < careful_first < 15  # the careful answer was shown first in some comparisons, second in others
 
@@ -74,7 +82,7 @@ def test_winner_is_mapped_back_wherever_it_was_shown(tmp_path):
 def test_a_position_biased_judge_is_neutralised_and_reported(tmp_path):
     judge = StubJudge(lambda p: "BETTER: A")  # always the first shown
     stats = PairwiseStats()
-    js = judge_group_pairwise(judge, PAIR, tmp_path, SAMPLES, seed=0, stats=stats)
+    (js,) = judge_groups_pairwise(judge, [(PAIR, SAMPLES)], tmp_path, seed=0, stats=stats)
     assert stats.to_dict()["position_a_rate"] == 1.0
     # Without shuffling sample 0 would win all 3 and sample 3 none; shuffled, no sample wins or loses everything.
     assert all(0.0 < j.preference < 1.0 for j in js), [j.preference for j in js]
@@ -83,7 +91,7 @@ def test_a_position_biased_judge_is_neutralised_and_reported(tmp_path):
 def test_garbage_comparisons_are_failures_not_scores(tmp_path):
     judge = StubJudge(lambda p: "I think both are fine.")
     stats = PairwiseStats()
-    js = judge_group_pairwise(judge, PAIR, tmp_path, SAMPLES, seed=0, stats=stats)
+    (js,) = judge_groups_pairwise(judge, [(PAIR, SAMPLES)], tmp_path, seed=0, stats=stats)
     assert all(j.failed and j.preference is None and j.failure == "unparseable_judge_output" for j in js)
     assert stats.to_dict()["comparison_failures"] == 6
     assert best_vs_worst([j.to_dict() for j in js], margin=0.0) == []

@@ -29,16 +29,23 @@ def make_model_judge(args, run_dir: str):
                       price_completion_per_1k=args.judge_price_completion_per_1k)
 
 
-def judge_group(judge, pair: dict, data_dir: Path, samples: list[dict]) -> list[Judgment]:
-    item = {**pair, "suite": "train", "image_path": str(data_dir / pair["image"]) if pair.get("image") else None}
-    verdicts = judge.judge_many([(item, s["response"]) for s in samples])
+def judge_groups(judge, groups: list[tuple[dict, list[dict]]], data_dir: Path) -> list[list[Judgment]]:
+    """For each (pair, its samples): one Judgment per sample. All verdicts are asked for in one `judge_many` call, so
+    an endpoint judge keeps its concurrency busy."""
+    asked = []
+    for pair, samples in groups:
+        item = {**pair, "suite": "train", "image_path": str(data_dir / pair["image"]) if pair.get("image") else None}
+        asked += [(item, s) for s in samples]
+    verdicts = iter(judge.judge_many([(item, s["response"]) for item, s in asked]))
     out = []
-    for s, v in zip(samples, verdicts, strict=True):
-        if v.failed or v.safe is None or v.effective not in EFFECTIVENESS:
-            out.append(Judgment.failure_of(pair["id"], s["sample_idx"], v.failure or "unparseable_judge_output",
-                                           v.raw))
-            continue
-        awareness = 1.0 if parse_chain(s["response"]).ok else 0.0
-        out.append(Judgment(pair["id"], s["sample_idx"], 1.0 if v.safe else 0.0, EFFECTIVENESS[v.effective],
-                            awareness, raw=v.raw))
+    for pair, samples in groups:
+        out.append([_judgment(pair["id"], s, next(verdicts)) for s in samples])
     return out
+
+
+def _judgment(prompt_id: str, sample: dict, v) -> Judgment:
+    if v.failed or v.safe is None or v.effective not in EFFECTIVENESS:
+        return Judgment.failure_of(prompt_id, sample["sample_idx"], v.failure or "unparseable_judge_output", v.raw)
+    awareness = 1.0 if parse_chain(sample["response"]).ok else 0.0
+    return Judgment(prompt_id, sample["sample_idx"], 1.0 if v.safe else 0.0, EFFECTIVENESS[v.effective], awareness,
+                    raw=v.raw)

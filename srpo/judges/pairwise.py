@@ -102,6 +102,10 @@ class Comparison:
     failure: str | None = None
     raw: str = ""
 
+    @property
+    def shown_second(self) -> int:
+        return self.j if self.shown_first == self.i else self.i
+
 
 @dataclass
 class PairwiseStats:
@@ -126,39 +130,42 @@ class PairwiseStats:
                 "position_a_rate": round(self.picked_first / self.decisive, 6) if self.decisive else None}
 
 
-def judge_group_pairwise(judge, pair: dict, data_dir: Path, samples: list[dict], seed: int,
-                         stats: PairwiseStats | None = None) -> list[Judgment]:
-    """One Judgment per sample from all K(K-1)/2 shuffled comparisons; `judge.ask_many(requests)` answers them."""
-    item = {**pair, "suite": "train", "image_path": str(data_dir / pair["image"]) if pair.get("image") else None}
-    text = {s["sample_idx"]: s["response"] for s in samples}
-    comps = [Comparison(i, j, first) for (i, j), first in presentation(seed, pair["id"], list(text)).items()]
-    requests = []
-    for c in comps:
-        second = c.j if c.shown_first == c.i else c.i
-        requests.append((pairwise_prompt(item, text[c.shown_first], text[second]), item,
-                         f"{pair['id']}/{c.i}-{c.j}"))
-    for c, (answer_text, failure) in zip(comps, judge.ask_many(requests, PAIRWISE_SYSTEM, better_error),
-                                         strict=True):
-        c.raw = answer_text or ""
-        c.answer = parse_better(answer_text) if failure is None else None
-        if c.answer is None:
-            c.failure = failure or UNPARSEABLE
-        elif c.answer != "TIE":
-            second = c.j if c.shown_first == c.i else c.i
-            c.winner = c.shown_first if c.answer == "A" else second
-        if stats is not None:
-            stats.add(c)
+def judge_groups_pairwise(judge, groups: list[tuple[dict, list[dict]]], data_dir: Path, seed: int,
+                          stats: PairwiseStats | None = None) -> list[list[Judgment]]:
+    """For each (pair, its samples): one Judgment per sample from all K(K-1)/2 shuffled comparisons. The comparisons of
+    all groups go to the judge in one `ask_many` call, so an endpoint judge keeps its concurrency busy."""
+    planned, requests = [], []
+    for pair, samples in groups:
+        item = {**pair, "suite": "train", "image_path": str(data_dir / pair["image"]) if pair.get("image") else None}
+        text = {s["sample_idx"]: s["response"] for s in samples}
+        comps = [Comparison(i, j, first) for (i, j), first in presentation(seed, pair["id"], list(text)).items()]
+        requests += [(pairwise_prompt(item, text[c.shown_first], text[c.shown_second]), item,
+                      f"{pair['id']}/{c.i}-{c.j}") for c in comps]
+        planned.append((pair, text, comps))
+    answers = iter(judge.ask_many(requests, PAIRWISE_SYSTEM, better_error))
     out = []
-    for idx in sorted(text):
-        mine = [c for c in comps if idx in (c.i, c.j)]
-        answered = [c for c in mine if c.failure is None]
-        raw = "\n".join(f"{c.i} vs {c.j} (A={c.shown_first}): {c.raw.strip() or c.failure}" for c in mine)
-        if not answered:
-            reason = mine[0].failure if mine else "no_comparisons"
-            out.append(Judgment.failure_of(pair["id"], idx, reason, raw))
-            continue
-        wins = sum(1.0 if c.winner == idx else 0.5 if c.winner is None else 0.0 for c in answered)
-        awareness = 1.0 if parse_chain(text[idx]).ok else 0.0
-        out.append(Judgment(pair["id"], idx, None, None, awareness, raw=raw,
-                            preference=round(wins / len(answered), 6)))
+    for pair, text, comps in planned:
+        for c in comps:
+            answer_text, failure = next(answers)
+            c.raw = answer_text or ""
+            c.answer = parse_better(answer_text) if failure is None else None
+            if c.answer is None:
+                c.failure = failure or UNPARSEABLE
+            elif c.answer != "TIE":
+                c.winner = c.shown_first if c.answer == "A" else c.shown_second
+            if stats is not None:
+                stats.add(c)
+        out.append([_judgment(pair["id"], idx, text[idx], [c for c in comps if idx in (c.i, c.j)])
+                    for idx in sorted(text)])
     return out
+
+
+def _judgment(prompt_id: str, idx: int, response: str, mine: list[Comparison]) -> Judgment:
+    """Sample idx's win rate over its answered comparisons (a tie is half a win), or a failure if none was answered."""
+    answered = [c for c in mine if c.failure is None]
+    raw = "\n".join(f"{c.i} vs {c.j} (A={c.shown_first}): {c.raw.strip() or c.failure}" for c in mine)
+    if not answered:
+        return Judgment.failure_of(prompt_id, idx, mine[0].failure if mine else "no_comparisons", raw)
+    wins = sum(1.0 if c.winner == idx else 0.5 if c.winner is None else 0.0 for c in answered)
+    awareness = 1.0 if parse_chain(response).ok else 0.0
+    return Judgment(prompt_id, idx, None, None, awareness, raw=raw, preference=round(wins / len(answered), 6))

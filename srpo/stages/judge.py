@@ -15,7 +15,7 @@ from pathlib import Path
 
 from srpo import chaos
 from srpo.configs import JudgeArgs
-from srpo.judges.pairwise import PAIRWISE_PROMPT_VERSION, PairwiseStats, judge_group_pairwise
+from srpo.judges.pairwise import PAIRWISE_PROMPT_VERSION, PairwiseStats, judge_groups_pairwise
 from srpo.runfolder import read_complete_jsonl, read_jsonl
 from srpo.steps import StepRun, model_input
 
@@ -62,20 +62,24 @@ def run(args: JudgeArgs) -> dict | None:
 
         model_judge = make_model_judge(args, args.run_dir)
     pairwise = PairwiseStats()
+    # Model judges get a chunk of prompts per call (the endpoint client runs its requests concurrently); the offline
+    # judges one prompt at a time. Each chunk is appended whole, so a killed step resumes after the last one.
+    chunk = args.judge_batch_size if model_judge is not None else 1
+    data_dir = Path(args.data_dir)
     with open(out_path, "a", encoding="utf-8") as f:
-        for prompt_id in progress(todo, desc="judging"):
-            group = sorted(by_prompt[prompt_id], key=lambda s: s["sample_idx"])
+        for start in progress(range(0, len(todo), chunk), desc="judging"):
+            groups = [(pairs[pid], sorted(by_prompt[pid], key=lambda s: s["sample_idx"]))
+                      for pid in todo[start:start + chunk]]
             if model_judge is not None and args.judge_mode == "pairwise":
-                judgments = judge_group_pairwise(model_judge, pairs[prompt_id], Path(args.data_dir), group,
-                                                 seed=args.seed, stats=pairwise)
+                judged = judge_groups_pairwise(model_judge, groups, data_dir, seed=args.seed, stats=pairwise)
             elif model_judge is not None:
-                from srpo.judges.model_judge import judge_group
+                from srpo.judges.model_judge import judge_groups
 
-                judgments = judge_group(model_judge, pairs[prompt_id], Path(args.data_dir), group)
+                judged = judge_groups(model_judge, groups, data_dir)
             else:
-                judgments = [_judge(args.judge_backend, pairs[prompt_id], assessments.get(prompt_id), s)
-                             for s in group]
-            f.write("".join(json.dumps(j.to_dict(), sort_keys=True) + "\n" for j in judgments))
+                judged = [[_judge(args.judge_backend, pair, assessments.get(pair["id"]), s) for s in group]
+                          for pair, group in groups]
+            f.write("".join(json.dumps(j.to_dict(), sort_keys=True) + "\n" for js in judged for j in js))
             f.flush()
             chaos.point(args.step, "batch")
     rows = read_complete_jsonl(out_path)
