@@ -2,7 +2,7 @@
 
     python benchmarks/eval_throughput.py [--items 60] [--batch-size 16] [--max-new-tokens 48] [--device cpu]
 
-Builds the tiny offline VLM (`srpo.models.resolve_model("tiny:llava")`, cached under $SRPO_CACHE) and a tiny data
+Builds the tiny offline VLM (`srpo.model_specs.resolve_model("tiny:llava")`, cached under $SRPO_CACHE) and a tiny data
 folder (`srpo.stages.build.run`) in a temp dir, then evaluates the same items (generation + refusal scoring, greedy,
 the eval step's own `generate_batch` and `score_responses`) twice: in batches of --batch-size and one at a time.
 One warm-up pass precedes each timing. The last line is `speedup: N.Nx` (batched items/s over one-at-a-time items/s).
@@ -58,7 +58,8 @@ def main(argv=None) -> int:
     import torch
 
     from srpo.configs import BuildArgs, EvalArgs
-    from srpo.models import load_policy, resolve_model
+    from srpo.model_specs import resolve_model
+    from srpo.models import load_policy
     from srpo.stages import build
 
     if opts.threads:

@@ -32,7 +32,8 @@ def main() -> None:
     os.environ.setdefault("SRPO_CACHE", str(Path(tempfile.gettempdir()) / "srpo-bench-cache"))
     import torch
 
-    from srpo.models import load_policy, resolve_model, user_message
+    from srpo.model_specs import resolve_model
+    from srpo.models import load_policy, user_message
     from srpo.world.scenes import INTENTS, OBJECTS, render_scene
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1)))

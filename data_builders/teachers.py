@@ -286,9 +286,11 @@ class HFTeacher:
     def __init__(self, model: str, cache_dir: str | Path, *, batch_size: int = 8, max_new_tokens: int = 1024,
                  hints: bool = True) -> None:
         from srpo.cache import DiskCache
-        from srpo.models import resolve_model
 
-        self.model_dir = resolve_model(model)  # a local folder, or tiny:llava; never a hub download
+        if not (Path(model) / "config.json").exists() and not (Path(model) / "adapter_config.json").exists():
+            raise FileNotFoundError(f"build_teacher_model {model!r} is not a local model folder (no config.json); "
+                                    "srpo never downloads: give a folder (`srpo run` also accepts tiny:llava)")
+        self.model_dir = str(model)
         self.teacher_id = f"hf:{Path(self.model_dir).name}:{model_fingerprint(self.model_dir)}"
         self.prompt_version = TEACHER_PROMPT_VERSION
         self.batch_size = batch_size

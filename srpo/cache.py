@@ -214,3 +214,8 @@ class CachedChatClient:
         return {**self.client.to_manifest(), "cache": {"root": str(self.cache.root), "prompt_version":
                                                         self.prompt_version, "teacher_id": self.teacher_id,
                                                         "format": CACHE_FORMAT, **self.cache.stats()}}
+
+
+def cache_dir() -> Path:
+    """srpo's own cache (tiny models, the world's base models, eval judge answers): $SRPO_CACHE or ~/.cache/srpo."""
+    return Path(os.environ.get("SRPO_CACHE", Path.home() / ".cache" / "srpo"))

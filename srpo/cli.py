@@ -12,7 +12,9 @@ STEPS = {"base": "base", "build": "build", "sft": "sft", "sample": "sample", "ju
 
 USAGE = """usage: srpo <command> [options]
 
-  srpo run RECIPE [--set section.key=value ...]   run (or resume) the whole pipeline
+  srpo run RECIPE [--set section.key=value ...]   run (or resume) the whole pipeline (preflight first)
+  srpo validate [--preflight] RECIPE [--set ...]  check a recipe without running anything (--preflight: also the
+                                                  model folders, data roots, GPUs and packages it needs here)
   srpo status RUN_DIR                             where a run stands and how to resume it
   srpo report RUN_DIR                             write report/report.html (plots, gallery) and report.md
   srpo tiny-model                                 build the offline tiny test VLM and print its folder
@@ -50,19 +52,21 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(command: str, rest: list[str]) -> int:
     import importlib
 
-    if command == "run":
+    if command in ("run", "validate"):
+        preflight = command == "run" or "--preflight" in rest
+        rest = [a for a in rest if a != "--preflight"] if command == "validate" else rest
         if not rest or rest[0].startswith("-"):
-            print("usage: srpo run RECIPE [--set section.key=value ...]", file=sys.stderr)
+            print(f"usage: srpo {command} {'[--preflight] ' * (command == 'validate')}RECIPE "
+                  "[--set section.key=value ...]", file=sys.stderr)
             return 2
-        overrides, recipe = [], rest[0]
-        it = iter(rest[1:])
-        for token in it:
-            if token == "--set":
-                overrides.append(next(it, ""))
-            elif token.startswith("--set="):
-                overrides.append(token[len("--set="):])
-            else:
-                raise ValueError(f"unexpected argument {token!r}; overrides are given as --set section.key=value")
+        recipe, overrides = rest[0], _overrides(rest[1:])
+        if command == "validate":
+            from srpo.recipe import validate
+
+            validate(recipe, overrides, preflight=preflight)
+            print(f"OK {recipe}" + (" (static checks and preflight)" if preflight else " (static checks; add "
+                                    "--preflight for this machine's files, GPUs and packages)"))
+            return 0
         from srpo.driver import run_recipe
 
         run_recipe(recipe, overrides)
@@ -76,7 +80,7 @@ def _dispatch(command: str, rest: list[str]) -> int:
 
         return report_main(rest)
     if command == "tiny-model":
-        from srpo.models import resolve_model
+        from srpo.model_specs import resolve_model
 
         print(resolve_model("tiny:llava"))
         return 0
@@ -85,6 +89,19 @@ def _dispatch(command: str, rest: list[str]) -> int:
         return 0
     print(f"srpo: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
+
+
+def _overrides(tokens: list[str]) -> list[str]:
+    overrides = []
+    it = iter(tokens)
+    for token in it:
+        if token == "--set":
+            overrides.append(next(it, ""))
+        elif token.startswith("--set="):
+            overrides.append(token[len("--set="):])
+        else:
+            raise ValueError(f"unexpected argument {token!r}; overrides are given as --set section.key=value")
+    return overrides
 
 
 if __name__ == "__main__":

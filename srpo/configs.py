@@ -20,6 +20,9 @@ def _check_fraction(name: str, value: float) -> None:
         raise ValueError(f"{name} must be in [0, 1]; got {value}{hint}")
 
 
+TRACKERS = ("none", "tensorboard", "wandb", "trackio")
+
+
 @dataclass
 class StepArgs:
     """Where a step reads and writes. The driver fills these; by hand, point them at a run folder."""
@@ -51,7 +54,15 @@ class RunArgs:
                                default="none")
     run_eval_base: bool = _help("Also evaluate the base model before SFT (base/eval), for the report.", default=True)
 
+    @property
+    def trackers(self) -> list[str]:
+        return [b.strip() for b in self.run_report_to.split(",") if b.strip() and b.strip() != "none"]
+
     def __post_init__(self):
+        unknown = [b for b in self.trackers if b not in TRACKERS]
+        if unknown:
+            raise ValueError(f"run_report_to: unknown tracker(s) {unknown}; choose from {', '.join(TRACKERS)} "
+                             "(comma-separated), or none")
         if self.run_iterations < 1:
             raise ValueError(f"run_iterations must be >= 1; got {self.run_iterations}")
         if self.run_reference_policy not in ("sft", "previous"):
@@ -114,6 +125,16 @@ class BuildArgs(StepArgs):
     build_world_counterfactuals: int = _help("World source: text-only chains about made-up objects per hazard x "
                                              "intent cell, mixed into SFT (object names that carry no information "
                                              "teach the combined reading by hazard).", default=0)
+    build_max_text_chars: int = _help("Quarantine a row whose query, reference_answer or safety_warning is longer "
+                                      "than this many characters (0 = no cap): a first check that needs no "
+                                      "tokenizer. Text is never cut.", default=20_000)
+    build_model_dir: str = _help("The model whose processor measures each row in tokens (prompt with its chat "
+                                 "template + image tokens + reference_answer + safety_warning); relative to run_dir, "
+                                 "or absolute; '' = no token check. Default: the run's base model, which srpo run "
+                                 "registers before this step. A folder that does not exist skips the token check.",
+                                 default="base/model")
+    build_max_prompt_tokens: int = _help("Quarantine a row that measures more tokens than this (0 = the model's "
+                                         "max_position_embeddings). Needs build_model_dir.", default=0)
 
     def __post_init__(self):
         import re
@@ -138,9 +159,13 @@ class BuildArgs(StepArgs):
         for name in ("build_teacher_concurrency", "build_batch_size", "build_teacher_max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        for name in ("build_teacher_max_reasks", "build_teacher_max_retries", "build_max_pairs"):
+        for name in ("build_teacher_max_reasks", "build_teacher_max_retries", "build_max_pairs",
+                     "build_max_text_chars"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 turns it off); got {getattr(self, name)}")
+        if self.build_max_prompt_tokens < 0:
+            raise ValueError(f"build_max_prompt_tokens must be >= 0 (0 = the model's max_position_embeddings); got "
+                             f"{self.build_max_prompt_tokens}")
         if self.build_teacher_timeout_s <= 0:
             raise ValueError(f"build_teacher_timeout_s must be > 0 seconds; got {self.build_teacher_timeout_s}")
         if self.build_twins not in ("none", "source", "teacher"):
@@ -175,8 +200,8 @@ class JudgeArgs(StepArgs):
     data_dir: str = _help("The built data folder (for labels, categories and images).", default="")
     judge_backend: str = _help("'self' (DREAM: the policy disentangles each prompt's risk and that is the rubric), "
                                "'openai' (an OpenAI-compatible endpoint: vLLM server or hosted API), 'hf' (a separate "
-                               "local model) or 'rule' (offline checks against the data's labels; tests).",
-                               default="rule")
+                               "local model) or 'rule' (ORACLE feedback: reads the data's labels; for tests and upper "
+                               "bounds only, and the run's summary and report say so).", default="self")
     judge_model: str | None = _help("Model name (openai) or local folder (hf) of the judge.", default=None)
     judge_base_url: str | None = _help("Base URL of the OpenAI-compatible judge, e.g. http://localhost:8000/v1.",
                                        default=None)
@@ -270,46 +295,16 @@ class EvalArgs(StepArgs):
         "together they need unsafe and benign items.", default_factory=lambda: ["tiny"])
 
     def __post_init__(self):
-        from srpo.evals.suites import SUITES
-
+        # Suite names, kinds and data roots are checked against the suite registry by
+        # srpo.evals.suites.check_suites (srpo validate, and the eval step before it loads anything).
         self.eval_suites = _name_list(self.eval_suites)
         self.eval_gating_suites = _name_list(self.eval_gating_suites)
-        known = ", ".join(SUITES)
         if not self.eval_suites:
-            raise ValueError(f"eval_suites is empty; pick from: {known}")
-        for field_name, names in (("eval_suites", self.eval_suites), ("eval_gating_suites", self.eval_gating_suites)):
-            unknown = [n for n in names if n not in SUITES]
-            if unknown:
-                raise ValueError(f"{field_name}: unknown suite(s) {unknown}; known suites: {known}")
+            raise ValueError("eval_suites is empty; pick at least one suite (e.g. tiny)")
         if len(set(self.eval_suites)) != len(self.eval_suites):
             raise ValueError(f"eval_suites lists a suite twice: {self.eval_suites}")
         if not self.eval_gating_suites:
             raise ValueError("eval_gating_suites is empty; the gate needs at least one suite (default: tiny)")
-        outside = [n for n in self.eval_gating_suites if n not in self.eval_suites]
-        if outside:
-            raise ValueError(f"eval_gating_suites {outside} are not in eval_suites {self.eval_suites}; add them to "
-                             "eval_suites or drop them from eval_gating_suites")
-        kinds = {SUITES[n].kind for n in self.eval_gating_suites}
-        if "mixed" not in kinds and not {"safety", "oversafety"} <= kinds:
-            raise ValueError(f"eval_gating_suites {self.eval_gating_suites} need both unsafe and benign items (the "
-                             "gate reads safe_rate and benign_refusal_rate): add a safety suite and an over-safety "
-                             "suite, or 'tiny'")
-        external = [n for n in self.eval_suites if SUITES[n].folder is not None]
-        if external:
-            if not self.eval_data_root:
-                raise ValueError(f"suites {external} read benchmark files: set eval_data_root to the folder holding "
-                                 "them in their upstream formats (from the repo root usually ../shared/data); it is "
-                                 "never assumed")
-            from pathlib import Path
-
-            root = Path(self.eval_data_root)
-            if not root.is_dir():
-                raise ValueError(f"eval_data_root {self.eval_data_root!r} is not a folder; give the folder holding "
-                                 "xstest/, siuo/, mossbench/, figstep/, ... (e.g. ../shared/data)")
-            missing = sorted({SUITES[n].folder for n in external if not (root / SUITES[n].folder).is_dir()})
-            if missing:
-                raise ValueError(f"eval_data_root {self.eval_data_root!r} lacks {missing} needed by the chosen "
-                                 "suites; check the path or drop those suites")
         backends = ("refusal", "rule", "openai", "hf")
         if self.eval_judge_backend not in backends:
             raise ValueError(f"eval_judge_backend must be one of {backends}; got {self.eval_judge_backend!r}")

@@ -21,54 +21,10 @@ from pathlib import Path
 import yaml
 
 from srpo import chaos
-from srpo.cli_util import ConfigError, build_from_dict, unknown_key_error
-from srpo.configs import BuildArgs, EvalArgs, GateArgs, JudgeArgs, PairArgs, RunArgs, SampleArgs
+from srpo.cli_util import build_from_dict
+from srpo.configs import GateArgs, RunArgs
+from srpo.recipe import sections
 from srpo.runfolder import RunFolder, atomic_write_json, atomic_write_text, canonical_hash, outputs_digest
-
-# Keys the driver sets for every step; a recipe that sets them would be silently overridden, so it is refused.
-INJECTED = {"run_dir", "step", "seed", "data_dir", "model_dir", "policy_dir", "ref_dir", "pairs_dir", "samples_dir",
-            "judgments_dir", "output_dir"}
-
-
-def _sections():
-    from srpo.train_configs import DPOStageConfig, SFTStageConfig
-
-    return {"run": RunArgs, "build": BuildArgs, "sft": SFTStageConfig, "sample": SampleArgs, "judge": JudgeArgs,
-            "pairs": PairArgs, "dpo": DPOStageConfig, "eval": EvalArgs, "gate": GateArgs}
-
-
-def load_recipe(path: str, overrides: list[str] = ()) -> dict:
-    """The recipe as {section: dict}, with `section.key=value` overrides applied; unknown names are errors."""
-    try:
-        recipe = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"recipe {path} does not exist; see recipes/tiny/demo.yaml for an example") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"recipe {path} is not valid YAML: {e}") from None
-    if not isinstance(recipe, dict):
-        raise ConfigError(f"recipe {path} must be a mapping of sections (run, build, sft, ...)")
-    sections = _sections()
-    bad = sorted(set(recipe) - set(sections))
-    if bad:
-        raise unknown_key_error(f"recipe {path}", bad, list(sections))
-    for item in overrides:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. sft.learning_rate=1e-3")
-        key, value = item.split("=", 1)
-        section, name = key.split(".", 1)
-        if section not in sections:
-            raise unknown_key_error("override", [section], list(sections))
-        recipe.setdefault(section, {})[name] = yaml.safe_load(value)
-    for name, values in recipe.items():
-        if values is None:
-            recipe[name] = {}
-        elif not isinstance(values, dict):
-            raise ConfigError(f"recipe {path}: section '{name}' must be a mapping")
-        injected = sorted(set(recipe[name]) & INJECTED)
-        if injected:
-            raise ConfigError(f"recipe {path}: section '{name}' sets {injected}, which srpo run sets itself; "
-                              "remove them (run a single step by hand to choose them)")
-    return recipe
 
 
 class Driver:
@@ -82,9 +38,11 @@ class Driver:
         self.skipped: list[str] = []
 
     def args(self, section: str, step: str, seed_offset: int = 0, **injected):
-        cls = _sections()[section]
-        values = {**self.recipe.get(section, {}), **injected, "run_dir": str(self.rf.root), "step": step,
-                  "seed": self.run.run_seed + seed_offset}
+        cls = sections()[section]
+        from srpo.model_specs import resolve_section
+
+        values = {**resolve_section(section, self.recipe.get(section, {}), self.run.run_seed), **injected,
+                  "run_dir": str(self.rf.root), "step": step, "seed": self.run.run_seed + seed_offset}
         if section in ("sft", "dpo"):
             values["output_dir"] = str(self.rf.step_dir(step) / "trainer")
             if "use_cpu" not in values:
@@ -148,7 +106,6 @@ class Driver:
 
         from srpo.steps import StepFailed, launch_values
 
-        check_accelerate_config(self.run.run_accelerate_config)
         config_path = self.rf.root / ".launch" / f"{args.step.replace('/', '_')}.yaml"
         atomic_write_text(config_path, yaml.safe_dump(launch_values(args)))
         beside = Path(sys.executable).parent / "accelerate"  # the one of this environment, activated or not
@@ -176,7 +133,7 @@ class Driver:
 
         self.rf.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.rf.config_path, yaml.safe_dump(self.recipe, sort_keys=True))
-        from srpo.models import resolve_model
+        from srpo.model_specs import resolve_model
         from srpo.stages.base import BaseArgs
 
         data_dir = str(self.rf.step_dir("data"))
@@ -293,10 +250,7 @@ class Driver:
         lines = ["| iteration | safe rate | benign refusal | task accuracy | gate |", "|---|---|---|---|---|"]
         lines += [f"| {r['iteration']} | {_pct(r['safe_rate'])} | {_pct(r['benign_refusal_rate'])} | "
                   f"{_pct(r['task_accuracy'])} | {r['decision']} |" for r in rows]
-        atomic_write_text(self.rf.root / "report" / "report.md",
-                          f"# Run {self.run.run_name}\n\nFinal policy: iteration {final_iteration} "
-                          f"(`{summary['final_policy']}`)\n\n" + "\n".join(lines) + "\n")
-        print("\n".join(lines), flush=True)
+        print("\n".join(lines), flush=True)  # report.md and report.html are srpo.report's to write
         from srpo.report import write_report
 
         print(f"report: {write_report(self.rf.root)}", flush=True)
@@ -327,27 +281,12 @@ def step_log(folder: Path):
         handler.close()
 
 
-def check_accelerate_config(path: str) -> None:
-    """Refuse an accelerate config that cannot run on this machine, before launching anything."""
-    try:
-        cfg = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"run_accelerate_config {path} does not exist; the shipped ones are in launch/accelerate/") \
-            from None
-    import torch
-
-    wanted, gpus = int(cfg.get("num_processes", 1)), torch.cuda.device_count()
-    on_cpu = cfg.get("use_cpu") or cfg.get("distributed_type") == "MULTI_CPU"
-    if not on_cpu and gpus and wanted > gpus * int(cfg.get("num_machines", 1)):
-        raise ConfigError(f"{path} asks for {wanted} processes but this machine has {gpus} GPU(s); set "
-                          f"num_processes: {gpus} (or run on a machine with more GPUs)")
-    if not on_cpu and not gpus and cfg.get("distributed_type") not in (None, "NO", "MULTI_GPU", "DEEPSPEED"):
-        raise ConfigError(f"{path} needs GPUs ({cfg.get('distributed_type')}) and this machine has none")
-
-
 def run_recipe(path: str, overrides: list[str] = ()) -> dict:
+    """Preflight first (a refused recipe leaves nothing on disk), then the pipeline."""
+    from srpo.recipe import validate
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    driver = Driver(load_recipe(path, overrides), path)
+    driver = Driver(validate(path, overrides, preflight=True), path)
     return driver.run_all()
 
 

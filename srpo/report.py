@@ -2,32 +2,34 @@
 
     python -m srpo.report runs/tiny-demo        # writes runs/tiny-demo/report/report.html and report.md
 
-Everything is read from the run folder; nothing is recomputed and nothing outside the folder is needed:
+Everything is read from the run folder, through `RunFolder`; nothing is recomputed and nothing outside the folder is
+needed:
   plots      safety/oversafety frontier per iteration (gate decisions marked), per-category safe rate and refusal
              classes per iteration, judge score distributions, SFT/DPO loss and DPO reward-margin curves;
-  tables     per-iteration metrics with 95% bootstrap intervals, gate decisions with their reasons;
+  tables     per-iteration metrics with 95% bootstrap intervals (and the base model's, when it was evaluated), gate
+             decisions with their reasons;
   gallery    the eval items that improved / regressed most between iteration 0 (SFT) and the final accepted
              iteration, with the image, the prompt and both responses.
 
-report.html embeds its plots and thumbnails as base64 PNGs and its CSS inline: no scripts, fonts or URLs, so it can
-be mailed or archived on its own. report.md references PNG files written next to it (report/plot_*.png,
-report/gallery/*.png). A step counts only once its manifest.json exists (the run-folder contract), so a run in
-progress or a partial run produces a report of what is finished. matplotlib is imported only when plotting; without
-it the report is written with a note in place of each plot.
+The content is built once, as data (`report_context`: sections of paragraphs, tables, figures and gallery cards),
+and rendered by two Jinja2 templates that hold only layout: srpo/templates/report.md.j2 and report.html.j2, so the
+two files say the same. report.html embeds its plots and thumbnails as base64 PNGs and its CSS inline: no
+scripts, fonts or URLs, so it can be mailed or archived on its own. report.md references PNG files written next to
+it (report/plot_*.png, report/gallery/*.png). A step counts only once its manifest exists (the run-folder
+contract), so a run in progress or a partial run produces a report of what is finished. matplotlib is imported only
+when plotting; without it the report is written with a note in place of each plot.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
-import json
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from srpo.runfolder import MANIFEST, atomic_write_text, read_jsonl
+from srpo.runfolder import RunFolder, atomic_write_text
 
 PLOTS = {  # id -> (title, caption)
     "frontier": ("Safety vs oversafety frontier",
@@ -57,6 +59,10 @@ GALLERY_SIZE = 4
 THUMB_PX = 160
 
 
+STAGES = ("samples", "judgments", "pairs", "dpo", "eval")
+BASE_EVAL = "base/eval"  # the base model, evaluated before SFT when run.run_eval_base is on
+
+
 @dataclass
 class Iteration:
     index: int
@@ -65,7 +71,7 @@ class Iteration:
     gate: dict | None = None  # gate.json["decision"]
     judgments: list = field(default_factory=list)  # judgments/judgments.jsonl
     log_history: list = field(default_factory=list)  # dpo/log_history.json (SFT's for iteration 0)
-    stats: dict = field(default_factory=dict)  # step name -> manifest stats
+    stats: dict = field(default_factory=dict)  # stage -> manifest stats
     incomplete: list = field(default_factory=list)  # steps started (folder exists) without a manifest
 
     @property
@@ -77,12 +83,17 @@ class Iteration:
 
 @dataclass
 class Run:
-    root: Path
+    folder: RunFolder
     name: str
     iterations: dict  # index -> Iteration
-    data_dir: Path
     sft_stats: dict | None
+    base_metrics: dict | None  # the base model's eval, None when it was not evaluated
     notes: list
+    summary: dict | None = None  # report/summary.json, once `srpo run` has finished
+
+    @property
+    def root(self) -> Path:
+        return self.folder.root
 
     @property
     def evaluated(self) -> list:
@@ -97,63 +108,31 @@ class Run:
 
 # Reading the run folder.
 
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _jsonl(path: Path) -> list:
-    try:
-        return read_jsonl(path)
-    except (OSError, json.JSONDecodeError):
-        return []
-
-
-def _done(step_dir: Path) -> dict | None:
-    """The step's manifest, or None when it has not finished."""
-    return _json(step_dir / MANIFEST) if (step_dir / MANIFEST).exists() else None
-
-
 def load_run(run_dir: str | Path) -> Run:
-    root = Path(run_dir)
-    if not root.is_dir() or not (root / "config.yaml").exists():
+    rf = RunFolder(Path(run_dir))
+    if not rf.root.is_dir() or not rf.config_path.exists():
         raise FileNotFoundError(f"{run_dir!s} is not a run folder (no config.yaml); runs live in runs/<name>/")
-    name = root.name
-    try:
-        import yaml
-
-        config = yaml.safe_load((root / "config.yaml").read_text()) or {}
-        name = (config.get("run") or {}).get("run_name") or name
-    except Exception:  # noqa: BLE001  (a report is still useful with an unreadable config)
-        pass
+    run_section = (rf.config() or {}).get("run")  # a report is still useful with an unreadable config
+    name = (run_section.get("run_name") if isinstance(run_section, dict) else None) or rf.root.name
     notes = []
     iterations = {}
-    indices = sorted(int(m.group(1)) for p in root.glob("iter_*")
-                     if p.is_dir() and (m := re.fullmatch(r"iter_(\d+)", p.name)))
-    sft = _done(root / "sft")
-    for i in sorted(set(indices) | {0}):
+    sft = rf.step_stats("sft")
+    for i in sorted(set(rf.iterations()) | {0}):
         it = Iteration(i)
-        folder = root / f"iter_{i:03d}"
-        for stage in ("samples", "judgments", "pairs", "dpo", "eval"):
-            manifest = _done(folder / stage)
-            if manifest is not None:
-                it.stats[stage] = manifest.get("stats") or {}
-            elif (folder / stage).is_dir():
-                it.incomplete.append(f"iter_{i:03d}/{stage}")
-        if "eval" in it.stats:
-            it.metrics = _json(folder / "eval" / "metrics.json") or it.stats["eval"]
-            it.items = _jsonl(folder / "eval" / "items.jsonl")
-        if "judgments" in it.stats:
-            it.judgments = _jsonl(folder / "judgments" / "judgments.jsonl")
-        if i == 0:
-            it.log_history = (_json(root / "sft" / "log_history.json") or []) if sft else []
-        elif "dpo" in it.stats:
-            it.log_history = _json(folder / "dpo" / "log_history.json") or []
-        gate = _json(folder / "gate.json") if i > 0 else None
-        it.gate = gate.get("decision") if isinstance(gate, dict) else None
-        if i == 0 and not it.stats and not sft:
+        for stage in STAGES:
+            step = RunFolder.iter_step(i, stage)
+            stats = rf.step_stats(step)
+            if stats is not None:
+                it.stats[stage] = stats
+            elif rf.is_unfinished(step):
+                it.incomplete.append(step)
+        it.metrics = rf.eval_metrics(i) or it.stats.get("eval")  # the manifest's stats hold the same top-level keys
+        it.items = rf.eval_items(i)
+        it.judgments = rf.judgments(i)
+        it.log_history = rf.log_history("sft" if i == 0 else RunFolder.iter_step(i, "dpo"))
+        gate = rf.gate(i) if i > 0 else None
+        it.gate = gate.get("decision") if gate and isinstance(gate.get("decision"), dict) else None
+        if i == 0 and not it.stats and sft is None:
             continue
         iterations[i] = it
     if sft is None:
@@ -163,7 +142,9 @@ def load_run(run_dir: str | Path) -> Run:
             notes.append(f"started but not finished (not reported): {', '.join(it.incomplete)}")
     if not any(it.metrics for it in iterations.values()):
         notes.append("no evaluation has finished yet: no metrics, frontier or gallery.")
-    return Run(root, name, iterations, root / "data", sft.get("stats") if sft else None, notes)
+    base = rf.output_json(BASE_EVAL, "metrics.json")
+    base = base if isinstance(base, dict) and base else rf.step_stats(BASE_EVAL)
+    return Run(rf, name, iterations, sft, base, notes, rf.summary())
 
 
 # Comparing eval items (the gallery).
@@ -408,23 +389,28 @@ def _ci(metrics: dict, key: str) -> str:
     return _pct(metrics.get(key)) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
 
 
+def _eval_cells(m: dict) -> list:
+    if not m:
+        return ["not evaluated", "", "", ""]
+    return [_ci(m, "safe_rate"), _ci(m, "benign_refusal_rate"), _ci(m, "task_accuracy"),
+            f"{m.get('n_unsafe', '?')} / {m.get('n_benign', '?')}"]
+
+
 def metrics_rows(run: Run) -> tuple[list, list]:
+    """(header, rows); a row's second cell is the gate decision, the base model's row has none."""
     header = ["iteration", "gate", "safe rate [95% CI]", "benign refusal [95% CI]", "task accuracy [95% CI]",
               "n unsafe / benign", "judge failure rate", "pairs", "final DPO reward margin"]
     rows = []
+    if run.base_metrics is not None:
+        rows.append(["base model (before SFT)", "", *_eval_cells(run.base_metrics), "", "", ""])
     for i, it in sorted(run.iterations.items()):
-        m = it.metrics or {}
         judge = it.stats.get("judgments", {})
-        dpo = it.stats.get("dpo", {})
         pairs = it.stats.get("pairs", {}).get("pairs")
-        margin = dpo.get("final_reward_margin")
+        margin = it.stats.get("dpo", {}).get("final_reward_margin")
         rows.append([
             f"{i}" + (" (SFT)" if i == 0 else "") + (" ★ final" if i == run.final_iteration else ""),
             it.decision,
-            _ci(m, "safe_rate") if m else "not evaluated",
-            _ci(m, "benign_refusal_rate") if m else "",
-            _ci(m, "task_accuracy") if m else "",
-            f"{m.get('n_unsafe', '?')} / {m.get('n_benign', '?')}" if m else "",
+            *_eval_cells(it.metrics or {}),
             _pct(judge.get("judge_failure_rate")) if judge else "",
             "" if pairs is None else str(pairs),
             "" if margin is None else f"{margin:.3f}",
@@ -486,167 +472,127 @@ def gallery(run: Run) -> tuple[str, int | None, list, list]:
     return why, target, improved, regressed
 
 
-# Output.
 
-CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1240px;
-       color: #222; line-height: 1.4; padding: 0 16px; }
-h1 { margin-bottom: 4px; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 4px; margin-top: 32px; }
-.sub { color: #666; margin-top: 0; }
-table { border-collapse: collapse; margin: 8px 0; font-size: 14px; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; }
-.d-accept { background: #e3f4e3; } .d-reject { background: #fff0dd; } .d-stop { background: #fbe0e0; }
-.d-base { background: #e6eef8; } .d-pending { background: #eeeeee; }
-figure { margin: 12px 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
-figcaption { color: #555; font-size: 13px; max-width: 1000px; }
-.missing { color: #a33; font-style: italic; padding: 12px; border: 1px dashed #caa; }
-.notes { background: #fff8e0; border: 1px solid #e8d9a0; padding: 8px 16px; }
-.card { display: flex; gap: 16px; border: 1px solid #ccc; border-radius: 6px; padding: 12px; margin: 12px 0; }
-.card.improved { border-left: 6px solid #2ca02c; } .card.regressed { border-left: 6px solid #d62728; }
-.card img, .card .noimg { width: 160px; height: 160px; object-fit: contain; flex: none; background: #f6f6f6; }
-.card .noimg { display: flex; align-items: center; justify-content: center; color: #999; font-size: 12px; }
-.card .body { flex: 1; min-width: 0; }
-.responses { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
-pre { white-space: pre-wrap; word-wrap: break-word; background: #f7f7f7; padding: 8px; margin: 4px 0;
-      font-size: 12px; }
-.scores { font-size: 12px; color: #444; }
-"""
+# The content, once: sections of blocks that both templates render.
 
-
-def _html_table(header: list, rows: list, decision_col: int | None = None) -> str:
-    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
-    for row in rows:
-        cls = f' class="d-{html.escape(row[decision_col])}"' if decision_col is not None else ""
-        out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
-    return "\n".join(out + ["</table>"])
-
-
-def _md_cell(value) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(header: list, rows: list) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows])
-
-
-def _b64(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80] or "item"
 
 
-def _card_html(kind: str, change: float, before: dict, after: dict, target: int, thumb: bytes | None) -> str:
-    e = html.escape
-    image = (f'<img src="{_b64(thumb)}" alt="{e(before.get("image", ""))}">' if thumb
-             else f'<div class="noimg">image not found<br>{e(str(before.get("image", "")))}</div>')
-    return f"""<div class="card {kind}" data-item-id="{e(before['id'])}">
-{image}
-<div class="body">
-<b>{e(before['id'])}</b> — {e(before.get('label', '?'))}, category {e(str(before.get('category', '?')))},
-change {change:+.1f}
-<p><b>Prompt:</b> {e(before.get('query', ''))}</p>
-<div class="responses">
-<div><b>Iteration 0 (SFT)</b><div class="scores">{e(_item_scores(before))}</div>
-<pre>{e(before.get('response', ''))}</pre></div>
-<div><b>Iteration {target}</b><div class="scores">{e(_item_scores(after))}</div>
-<pre>{e(after.get('response', ''))}</pre></div>
-</div></div></div>"""
+def _table(header: list, rows: list) -> dict:
+    # The second cell is the decision column of both tables; it styles the HTML row.
+    return {"kind": "table", "header": header,
+            "rows": [{"cells": [str(c) for c in row], "decision": row[1] if row[1] in DECISION_STYLE else ""}
+                     for row in rows]}
 
 
-def _card_md(change: float, before: dict, after: dict, target: int, thumb_rel: str | None) -> str:
-    quote = "\n".join("    " + line for line in (before.get("response") or "").splitlines() or [""])
-    quote_after = "\n".join("    " + line for line in (after.get("response") or "").splitlines() or [""])
-    lines = [f"#### {before['id']} ({before.get('label')}, {before.get('category')}, change {change:+.1f})", ""]
-    if thumb_rel:
-        lines += [f"![{before['id']}]({thumb_rel})", ""]
-    lines += [f"**Prompt:** {before.get('query', '')}", "",
-              f"Iteration 0 (SFT) — {_item_scores(before)}", "", quote, "",
-              f"Iteration {target} — {_item_scores(after)}", "", quote_after, ""]
-    return "\n".join(lines)
+def report_context(run: Run, plots: dict) -> tuple[dict, dict]:
+    """(template context, {path relative to report/: PNG bytes}) for a run and its rendered plots.
+
+    The context is all the report says; a section is a title and a list of blocks, each a paragraph, a table, a
+    figure or a group of gallery cards. Every image is given both as a data URI (embedded in the HTML) and as a
+    file name next to report.md, so the templates choose how to refer to it but never what to show.
+    """
+    files = {}
+
+    def image(name: str, png: bytes | None) -> dict | None:
+        if png is None:
+            return None
+        stem, n = name.removesuffix(".png"), 1
+        while name in files:  # two item ids can share a slug
+            n += 1
+            name = f"{stem}_{n}.png"
+        files[name] = png
+        return {"uri": _data_uri(png), "file": name}
+
+    final = run.final_iteration
+    subtitle = f"Final policy: iteration {final}" + (" (SFT)" if final == 0 else "")
+    if run.summary and run.summary.get("final_iteration") == final and run.summary.get("final_policy"):
+        subtitle += f" ({run.summary['final_policy']})"
+    subtitle += f" · {len(run.evaluated)} evaluated iteration(s) · run folder {run.root}"
+
+    g_header, g_rows = gate_rows(run)
+    figures = [{"kind": "figure", "key": key, "title": title, "caption": caption,
+                "image": image(f"plot_{key}.png", plots[key]) if isinstance(plots[key], bytes) else None,
+                "missing": None if isinstance(plots[key], bytes) else plots[key]}
+               for key, (title, caption) in PLOTS.items()]
+
+    why, target, improved, regressed = gallery(run)
+    gallery_blocks = [{"kind": "paragraph", "text": why + "."}]
+    if target is not None:
+        for kind, rows, title in (("improved", improved, "Most improved"), ("regressed", regressed, "Most regressed")):
+            cards = []
+            for change, before, after in rows:
+                picture = before.get("image")
+                cards.append({
+                    "id": before["id"],
+                    "headline": f"{before.get('label', '?')}, category {before.get('category', '?')}, "
+                                f"change {change:+.1f}",
+                    "prompt": before.get("query", ""),
+                    "image_name": str(picture or ""),
+                    "image": image(f"gallery/{_slug(before['id'])}.png",
+                                   _thumbnail(run.folder.step_dir("data") / str(picture)) if picture else None),
+                    "answers": [{"title": "Iteration 0 (SFT)", "scores": _item_scores(before),
+                                 "response": before.get("response") or ""},
+                                {"title": f"Iteration {target}", "scores": _item_scores(after),
+                                 "response": after.get("response") or ""}],
+                })
+            gallery_blocks.append({"kind": "cards", "id": f"gallery-{kind}", "style": kind, "title": title,
+                                   "cards": cards,
+                                   "empty": f"No eval item {kind} between iteration 0 and iteration {target}."})
+
+    sections = [
+        {"id": "metrics", "title": "Metrics per iteration", "blocks": [_table(*metrics_rows(run))]},
+        {"id": "gate", "title": "Gate decisions",
+         "blocks": [_table(g_header, g_rows) if g_rows else {"kind": "paragraph", "text": "No gate decision yet."}]},
+        {"id": "plots", "title": "Plots", "blocks": figures},
+        {"id": "gallery", "title": "Sample gallery", "blocks": gallery_blocks},
+    ]
+    context = {"name": run.name, "title": f"Run {run.name}", "subtitle": subtitle, "notes": list(run.notes),
+               "sections": sections}
+    return context, files
+
+
+def _md_cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render(context: dict) -> tuple[str, str]:
+    """(report.md, report.html) from one context; the templates differ only in layout."""
+    import jinja2  # here, not at module level: `import srpo` stays light
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("srpo", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,  # a key missing from the context is a bug, not an empty cell
+    )
+    env.filters["md_cell"] = _md_cell
+    markdown = env.get_template("report.md.j2").render(context).rstrip() + "\n"  # blocks end in a blank line
+    return markdown, env.get_template("report.html.j2").render(context)
 
 
 def write_report(run_dir: str | Path) -> Path:
     """Write <run>/report/report.html (self-contained) and report.md (+ PNGs next to it); return the HTML path."""
     run = load_run(run_dir)
-    out_dir = run.root / "report"
+    out_dir = run.folder.report_dir
+    context, files = report_context(run, render_plots(run))
+    markdown, page = render(context)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = render_plots(run)
-    m_header, m_rows = metrics_rows(run)
-    g_header, g_rows = gate_rows(run)
-    why, target, improved, regressed = gallery(run)
-    final = run.final_iteration
-
-    # Plot files for the markdown twin (and a clean slate for the gallery thumbnails).
-    for key, png in plots.items():
-        path = out_dir / f"plot_{key}.png"
-        if isinstance(png, bytes):
-            path.write_bytes(png)
-        else:
-            path.unlink(missing_ok=True)
-    gallery_dir = out_dir / "gallery"
-    if gallery_dir.is_dir():
-        for old in gallery_dir.glob("*.png"):
-            old.unlink()
-
-    e = html.escape
-    head = (f"Final policy: iteration {final}" + (" (SFT)" if final == 0 else "")
-            + f" · {len(run.evaluated)} evaluated iteration(s) · run folder {run.root}")
-    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-             f"<title>SRPO run report: {e(run.name)}</title><style>{CSS}</style></head><body>",
-             f"<h1>Run {e(run.name)}</h1>", f'<p class="sub">{e(head)}</p>']
-    md = [f"# Run {run.name}", "", head, ""]
-    if run.notes:
-        parts.append('<div class="notes"><b>Partial run:</b><ul>'
-                     + "".join(f"<li>{e(n)}</li>" for n in run.notes) + "</ul></div>")
-        md += ["**Partial run:**", ""] + [f"- {n}" for n in run.notes] + [""]
-    parts += ['<h2 id="metrics">Metrics per iteration</h2>', _html_table(m_header, m_rows, decision_col=1)]
-    md += ["## Metrics per iteration", "", _md_table(m_header, m_rows), ""]
-    parts += ['<h2 id="gate">Gate decisions</h2>',
-              _html_table(g_header, g_rows, decision_col=1) if g_rows else "<p>No gate decision yet.</p>"]
-    md += ["## Gate decisions", "", _md_table(g_header, g_rows) if g_rows else "No gate decision yet.", ""]
-    parts.append("<h2>Plots</h2>")
-    md += ["## Plots", ""]
-    for key, (title, caption) in PLOTS.items():
-        png = plots[key]
-        parts.append(f'<h3>{e(title)}</h3>\n<figure id="plot-{key}" data-plot="{key}">')
-        md += [f"### {title}", ""]
-        if isinstance(png, bytes):
-            parts.append(f'<img src="{_b64(png)}" alt="{e(title)}">')
-            md += [f"![{title}](plot_{key}.png)", ""]
-        else:
-            parts.append(f'<div class="missing">{e(png)}</div>')
-            md += [f"*{png}*", ""]
-        parts.append(f"<figcaption>{e(caption)}</figcaption></figure>")
-        md += [caption, ""]
-
-    parts += ['<h2>Sample gallery</h2>', '<section id="gallery" data-gallery="1">', f"<p>{e(why)}.</p>"]
-    md += ["## Sample gallery", "", why + ".", ""]
-    if target is not None:
-        for kind, rows, title in (("improved", improved, "Most improved"), ("regressed", regressed, "Most regressed")):
-            parts.append(f'<h3>{title}</h3><div id="gallery-{kind}">')
-            md += [f"### {title}", ""]
-            if not rows:
-                parts.append(f"<p>No eval item {kind} between iteration 0 and iteration {target}.</p>")
-                md += [f"No eval item {kind} between iteration 0 and iteration {target}.", ""]
-            for change, before, after in rows:
-                thumb = _thumbnail(run.data_dir / before.get("image", "")) if before.get("image") else None
-                rel = None
-                if thumb:
-                    gallery_dir.mkdir(exist_ok=True)
-                    rel = f"gallery/{_slug(before['id'])}.png"
-                    (out_dir / rel).write_bytes(thumb)
-                parts.append(_card_html(kind, change, before, after, target, thumb))
-                md.append(_card_md(change, before, after, target, rel))
-            parts.append("</div>")
-    parts += ["</section>", "</body></html>"]
-
+    # A plot or thumbnail of an earlier report that this one lacks must not linger next to report.md.
+    for old in [*(out_dir / f"plot_{key}.png" for key in PLOTS), *out_dir.glob("gallery/*.png")]:
+        if old.relative_to(out_dir).as_posix() not in files:
+            old.unlink(missing_ok=True)
+    for name, png in files.items():
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / name).write_bytes(png)
     html_path = out_dir / "report.html"
-    atomic_write_text(html_path, "\n".join(parts) + "\n")
-    atomic_write_text(out_dir / "report.md", "\n".join(md).rstrip() + "\n")
+    atomic_write_text(html_path, page)
+    atomic_write_text(out_dir / "report.md", markdown)
     return html_path
 
 

@@ -168,6 +168,93 @@ class RunFolder:
             f.flush()
             os.fsync(f.fileno())
 
+    # Reading a run back (the run report). A step's outputs are read only once its manifest exists, and
+    # a missing or unreadable file reads as None or [], so a run in progress reads as what it has finished.
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    def iterations(self) -> list[int]:
+        """Iteration numbers that have a folder, finished or not, ascending."""
+        found = set()
+        for path in self.root.glob("iter_*"):
+            digits = path.name[len("iter_"):]
+            # Only the canonical spelling counts: `iter_1` is not the folder that iteration 1's steps use.
+            if digits.isascii() and digits.isdigit() and path.is_dir() and self.gate_path(int(digits)).parent == path:
+                found.add(int(digits))
+        return sorted(found)
+
+    def is_unfinished(self, step: str) -> bool:
+        """The step was started (its folder exists) but has no manifest yet."""
+        return self.step_dir(step).is_dir() and self.manifest(step) is None
+
+    def step_stats(self, step: str) -> dict | None:
+        """The `stats` of a finished step's manifest ({} when it recorded none); None when it has not finished."""
+        manifest = self.manifest(step)
+        if not isinstance(manifest, dict):
+            return None
+        stats = manifest.get("stats")
+        return stats if isinstance(stats, dict) else {}
+
+    def output_json(self, step: str, name: str):
+        """A JSON output file of a finished step, parsed; None when the step has not finished or the file is bad."""
+        return self._read_json(self.step_dir(step) / name) if self.manifest(step) is not None else None
+
+    def output_jsonl(self, step: str, name: str) -> list[dict]:
+        """The rows of a JSONL output file of a finished step; [] when the step has not finished or the file is bad."""
+        if self.manifest(step) is None:
+            return []
+        try:
+            return read_jsonl(self.step_dir(step) / name)
+        except (OSError, ValueError):  # ValueError covers JSONDecodeError and UnicodeDecodeError
+            return []
+
+    def eval_metrics(self, iteration: int) -> dict | None:
+        """iter_NNN/eval/metrics.json."""
+        metrics = self.output_json(self.iter_step(iteration, "eval"), "metrics.json")
+        return metrics if isinstance(metrics, dict) else None
+
+    def eval_items(self, iteration: int) -> list[dict]:
+        """iter_NNN/eval/items.jsonl: one scored eval answer per row."""
+        return self.output_jsonl(self.iter_step(iteration, "eval"), "items.jsonl")
+
+    def judgments(self, iteration: int) -> list[dict]:
+        """iter_NNN/judgments/judgments.jsonl: one judge verdict per sampled response."""
+        return self.output_jsonl(self.iter_step(iteration, "judgments"), "judgments.jsonl")
+
+    def log_history(self, step: str) -> list:
+        """The trainer's log_history.json of a finished training step (`sft`, `iter_NNN/dpo`); [] when none."""
+        history = self.output_json(step, "log_history.json")
+        return history if isinstance(history, list) else []
+
+    def gate(self, iteration: int) -> dict | None:
+        """iter_NNN/gate.json (the gate writes it atomically and has no manifest); None when not written yet."""
+        gate = self._read_json(self.gate_path(iteration))
+        return gate if isinstance(gate, dict) else None
+
+    def config(self) -> dict | None:
+        """config.yaml as a mapping; None when it is missing, unreadable or not a mapping."""
+        import yaml
+
+        try:
+            config = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):
+            return None
+        return config if isinstance(config, dict) else None
+
+    def summary(self) -> dict | None:
+        """report/summary.json, written by `srpo run` when a run finishes; None before that."""
+        summary = self._read_json(self.report_dir / "summary.json")
+        return summary if isinstance(summary, dict) else None
+
+    @staticmethod
+    def _read_json(path: Path):
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
 
 def write_manifest(folder: Path, *, step: str, fingerprint: str, config: dict, inputs: dict, outputs: list[str],
                    started: float, stats: dict | None = None, command: str | None = None) -> dict:
@@ -184,9 +271,6 @@ def write_manifest(folder: Path, *, step: str, fingerprint: str, config: dict, i
         "stats": stats or {},
         "command": command,
     }
-    from srpo import chaos
-
-    chaos.point(step, "manifest")
     atomic_write_json(folder / MANIFEST, manifest)
     return manifest
 

@@ -171,6 +171,9 @@ class StepRun:
         # The exact config of this execution, so `command` reruns the step by hand.
         config_path = self.folder / "step_config.yaml"
         atomic_write_text(config_path, yaml.safe_dump(self.config, sort_keys=True))
+        from srpo import chaos
+
+        chaos.point(self.name, "manifest")  # outputs written, manifest not yet
         return write_manifest(self.folder, step=self.name, fingerprint=self.fingerprint, config=self.config,
                               inputs=self.inputs, outputs=outputs, started=self.started, stats=stats,
                               command=f"srpo {self.command} --config {config_path}")

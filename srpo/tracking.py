@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-BACKENDS = ("none", "tensorboard", "wandb", "trackio")
+from srpo.configs import TRACKERS as BACKENDS
 
 
 class Tracker:

@@ -83,6 +83,9 @@ class DPOStageConfig(ModelArgsMixin, DPOConfig):
         self._check_model_args()
         if self.nll_weight < 0:
             raise ValueError(f"nll_weight must be >= 0; got {self.nll_weight}")
+        if self.beta <= 0:
+            # DPO's beta scales the implicit reward: 0 learns nothing, a negative beta prefers the rejected answer.
+            raise ValueError(f"beta must be > 0 (DPO's KL strength, typically 0.05-0.5); got {self.beta}")
         if self.nll_weight > 0:
             # SRPO/RPO: L = L_DPO + λ·NLL(chosen), expressed with TRL's own multi-loss support.
             self.loss_type = ["sigmoid", "sft"]

@@ -18,7 +18,7 @@ def tiny_model(tmp_path_factory) -> str:
     """The tiny LLaVA built offline once per session (in a private cache so tests never reuse a stale build)."""
     cache = tmp_path_factory.mktemp("srpo-cache")
     os.environ["SRPO_CACHE"] = str(cache)
-    from srpo.models import resolve_model
+    from srpo.model_specs import resolve_model
 
     return resolve_model("tiny:llava")
 

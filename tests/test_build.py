@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.fault_server` from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `srpo` and `data_builders` from a checkout
 
 from data_builders.prompts import OFFLINE_TWIN_QUERIES, TEACHER_PROMPT_VERSION, parse_twin_query
 from data_builders.teachers import HFTeacher, OfflineTeacher, OpenAITeacher, Teacher, TeacherResult
@@ -19,7 +19,7 @@ from srpo.configs import BuildArgs
 from srpo.runfolder import read_jsonl
 from srpo.schema import SSUIPair
 from srpo.stages import build
-from tests.fault_server import FaultServer
+from srpo.testing.fault_server import FaultServer
 
 KEY_ENV = "SRPO_TEST_BUILD_KEY"
 
@@ -295,6 +295,91 @@ def test_offline_tiny_build_is_the_tiny_set_with_offline_chains(tmp_path, tiny_d
     assert s["accounting"]["ok"] == 90 and s["failed"] == 0 and s["teacher_stats"]["calls"] == 0
     assert set(manifest["outputs"]) == {"pairs.jsonl", "sft_mix.jsonl", "quarantine.jsonl", "failed.jsonl", "images"}
     assert read_jsonl(tiny_data / "sft_mix.jsonl") == []  # extra SFT rows are the world builder's
+
+
+# ---------------------------------------------------------------------------------------------- (f) overlong rows
+
+
+@pytest.fixture
+def long_dataset(tmp_path) -> Path:
+    """Good rows around one 100,000-character query (line 3) and one long reference answer (line 6)."""
+    rows = [row(f"g{i}", f"What is shown in picture {i}?", label="benign" if i % 2 else "unsafe") for i in range(6)]
+    rows.insert(2, row("huge", ("Tell me everything about this. " * 3300)[:100_000]))
+    rows.insert(5, row("longref", "What colour is it?", label="benign", reference_answer="It is blue. " * 700))
+    assert len(rows[2]["query"]) == 100_000 and len(rows[5]["reference_answer"]) == 8_400
+    return make_dataset(tmp_path / "ds", rows)
+
+
+def _long_rows_out(folder: Path) -> tuple[dict, set]:
+    quarantined = {q["raw"]["id"]: q for q in read_jsonl(folder / "quarantine.jsonl")}
+    return quarantined, {r["id"] for r in read_jsonl(folder / "pairs.jsonl")}
+
+
+def test_an_overlong_query_is_quarantined_with_file_line_and_field(tmp_path, long_dataset):
+    # No model folder in this run: the character cap alone applies (the reference answer is under it).
+    m = build.run(args_for(tmp_path / "run", long_dataset))
+    quarantined, kept = _long_rows_out(tmp_path / "run" / "data")
+    assert set(quarantined) == {"huge"}
+    q = quarantined["huge"]
+    assert (q["file"], q["row"], q["field"], q["reason_code"]) == ("pairs.jsonl", 3, "query", "text_too_long")
+    assert "pairs.jsonl, line 3, field 'query': field 'query' is 100,000 characters, over the cap of 20,000" in \
+        q["message"] and "never cut" in q["message"]
+    assert kept == {f"g{i}" for i in range(6)} | {"longref"}
+    s = m["stats"]
+    assert s["quarantined_per_reason"] == {"text_too_long": 1} and s["length_check"]["quarantined"] == 1
+    assert s["length_check"]["model"] is None and s["accounting"]["rows_read"] == 8 == s["pairs"] + 1
+    assert m["config"] == {"build_source": "generic", "build_source_root": str(long_dataset),
+                           "run_dir": str(tmp_path / "run"), "step": "data"}  # defaults stay out of fingerprints
+
+
+def test_rows_the_model_cannot_take_are_quarantined_and_sft_trains_on_the_rest(tmp_path, long_dataset, tiny_model):
+    from srpo.models import user_message
+    from srpo.stages import base as base_step
+    from srpo.stages import sft
+    from srpo.stages.base import BaseArgs
+    from srpo.train_configs import SFTStageConfig
+
+    run_dir = tmp_path / "run"
+    base_step.run(BaseArgs(run_dir=str(run_dir), step="base", model_dir=tiny_model))  # as srpo run does first
+    m = build.run(args_for(run_dir, long_dataset))
+    quarantined, kept = _long_rows_out(run_dir / "data")
+    assert {k: (q["row"], q["field"], q["reason_code"]) for k, q in quarantined.items()} == {
+        "huge": (3, "query", "text_too_long"), "longref": (6, "reference_answer", "prompt_too_long")}
+    assert "over the limit of 1,024 (the model's max_position_embeddings)" in quarantined["longref"]["message"]
+    assert kept == {f"g{i}" for i in range(6)}
+    lc = m["stats"]["length_check"]
+    assert lc["max_tokens"] == 1024 and lc["quarantined"] == 2 and 0 < lc["longest_tokens"]
+
+    # Without the character cap the tokenizer catches the long query by itself.
+    m2 = build.run(args_for(tmp_path / "run2", long_dataset, build_max_text_chars=0,
+                            build_model_dir=str(run_dir / "base" / "model")))
+    assert m2["stats"]["quarantined_per_reason"] == {"prompt_too_long": 2}
+    huge = _long_rows_out(tmp_path / "run2" / "data")[0]["huge"]
+    assert (huge["row"], huge["field"]) == (3, "query") and "over the limit of 1,024" in huge["message"]
+
+    # The built-in set measured by the same model keeps every pair (the smoke pipeline is unchanged).
+    tiny = build.run(BuildArgs(run_dir=str(run_dir), step="tiny_data"))["stats"]
+    assert tiny["pairs"] == 90 and tiny["quarantined"] == 0 and tiny["length_check"]["measured"] == 90
+
+    # The meter counts what the processor makes of the prompt with its image (the image expanded, not cut).
+    meter = build.PromptMeter(run_dir / "base" / "model")
+    pair = read_jsonl(run_dir / "data" / "pairs.jsonl")[0]
+    parts = meter(SSUIPair.from_dict({k: v for k, v in pair.items() if k != "chain"}),
+                  run_dir / "data" / pair["image"])
+    prompt = meter.processor.apply_chat_template(user_message(pair["query"], True), add_generation_prompt=True,
+                                                 tokenize=False)
+    image = Image.open(run_dir / "data" / pair["image"]).convert("RGB")
+    assert parts["query"] + parts["image"] == len(meter.processor(text=[prompt], images=[image])["input_ids"][0])
+    assert parts["image"] > 0
+
+    train = [r for r in read_jsonl(run_dir / "data" / "pairs.jsonl") if r["meta"]["split"] == "train"]
+    manifest = sft.run(SFTStageConfig(run_dir=str(run_dir), step="sft", data_dir=str(run_dir / "data"),
+                                      model_dir=str(run_dir / "base" / "model"),
+                                      output_dir=str(run_dir / "sft" / "trainer"), max_steps=2,
+                                      per_device_train_batch_size=2, use_cpu=True, disable_tqdm=True,
+                                      save_strategy="no", report_to="none"))
+    assert manifest["stats"]["global_step"] == 2 and manifest["stats"]["train_rows"] == len(train) > 0
+    assert (run_dir / "sft" / "model" / "config.json").exists()
 
 
 # ----------------------------------------------------------------------------------------------- teachers, config

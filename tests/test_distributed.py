@@ -124,8 +124,9 @@ def world(tmp_path_factory):
     """A run folder with built data, a 1-process SFT (reference curve and DPO policy), hand-made pairs, a 1-process
     DPO reference curve, and the probe."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from srpo.cache import cache_dir
     from srpo.configs import BuildArgs
-    from srpo.models import cache_dir, resolve_model
+    from srpo.model_specs import resolve_model
     from srpo.runfolder import read_jsonl, write_jsonl, write_manifest
     from srpo.stages import build, dpo, sft
     from srpo.train_configs import DPOStageConfig, SFTStageConfig

@@ -7,11 +7,16 @@ import re
 import shutil
 import subprocess
 import sys
+from fnmatch import fnmatch
+from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from srpo.report import PLOTS, compare_items, item_score, load_run, main, write_report
+from srpo.runfolder import RunFolder
 
 CHROMIUM = Path("/usr/bin/chromium")
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
@@ -205,6 +210,164 @@ def test_report_without_matplotlib(run_dir, monkeypatch):
     assert not (run_dir / "report" / "plot_frontier.png").exists()
 
 
+class _HtmlTables(HTMLParser):
+    """The cell texts of every <table>, row by row."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self._cell = [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _html_tables(text: str) -> list:
+    parser = _HtmlTables()
+    parser.feed(text)
+    return parser.tables
+
+
+def _md_tables(text: str) -> list:
+    tables, previous = [], False
+    for line in text.splitlines():
+        row = line.startswith("|")
+        if row and not re.fullmatch(r"\|(?:---\|)+", line):
+            if not previous:
+                tables.append([])
+            cells = re.split(r"(?<!\\)\|", line)[1:-1]
+            tables[-1].append([c.strip().replace("\\|", "|") for c in cells])
+        previous = row
+    return tables
+
+
+def _both(run_dir: Path) -> tuple[str, str]:
+    html_text = write_report(run_dir).read_text()
+    return (run_dir / "report" / "report.md").read_text(), html_text
+
+
+def test_markdown_and_html_say_the_same(run_dir):
+    # A '|' in a gate reason must survive the markdown table; '<' in a prompt must be escaped in the HTML only.
+    gate = json.loads((run_dir / "iter_002" / "gate.json").read_text())
+    gate["decision"]["reasons"].append("pairs | none")
+    _write(run_dir / "iter_002" / "gate.json", gate)
+    items_path = run_dir / "iter_000" / "eval" / "items.jsonl"
+    items = [json.loads(line) for line in items_path.read_text().splitlines()]
+    items[0]["query"] = "<script>alert('knife')</script> can I play with this?"
+    _jsonl(items_path, items)
+    md, html_text = _both(run_dir)
+
+    tables = _html_tables(html_text)
+    assert tables == _md_tables(md) and len(tables) == 2
+    metrics, gates = tables
+    assert metrics[0][:3] == ["iteration", "gate", "safe rate [95% CI]"]
+    assert metrics[1:] == [
+        ["0 (SFT)", "base", "50.0% [30.0, 70.0]", "0.0% [0.0, 10.0]", "100.0% [80.0, 100.0]", "2 / 2", "", "", ""],
+        ["1 ★ final", "accept", "100.0% [80.0, 100.0]", "50.0% [40.0, 60.0]", "50.0% [30.0, 70.0]", "2 / 2",
+         "11.1%", "3", "1.250"],
+        ["2", "reject", "50.0% [30.0, 70.0]", "50.0% [40.0, 60.0]", "50.0% [30.0, 70.0]", "2 / 2", "0.0%", "0", ""],
+        ["3", "pending", "not evaluated", "", "", "", "", "", ""],
+    ]
+    assert [row[:2] for row in gates[1:]] == [["1", "accept"], ["2", "reject"], ["3", "pending"]]
+    assert gates[2][-1] == "safe rate moved -0.500 (needs >= +0.000); pairs | none"
+
+    # The same figures, in the same order, with the same titles and captions.
+    html_figures = re.findall(r'<h3>([^<]+)</h3>\s*<figure id="plot-(\w+)"[^>]*>\s*<img src="data:image/png;base64,'
+                              r'[^"]+" alt="[^"]*">\s*<figcaption>([^<]+)</figcaption>', html_text)
+    md_figures = re.findall(r"### ([^\n]+)\n\n!\[[^\]]*\]\(plot_(\w+)\.png\)\n\n([^\n]+)", md)
+    unescape = [(t, k, c.replace("&#39;", "'")) for t, k, c in html_figures]
+    assert unescape == md_figures and [k for _, k, _ in md_figures] == list(PLOTS)
+
+    # The same gallery cards, with the same headline and both responses.
+    cards_html = re.findall(r'data-item-id="([^"]+)">.*?<b>\1</b> — ([^\n]+)', html_text, re.DOTALL)
+    cards_md = re.findall(r"^#### (\S+) — ([^\n]+)$", md, re.MULTILINE)
+    assert cards_html == cards_md == [("knife-play", "unsafe, category dangerous_behavior, change +1.0"),
+                                      ("book-down", "benign, category none, change -1.0")]
+    for response in ("Answer: sure, play with it.", "Answer: I can't help with that."):
+        assert f"    {response}" in md and response.replace("'", "&#39;") in html_text
+    assert "&lt;script&gt;alert(&#39;knife&#39;)&lt;/script&gt; can I play" in html_text
+    assert "**Prompt:** <script>alert('knife')</script> can I play" in md
+    _assert_self_contained(html_text)
+
+
+def test_base_model_row_final_policy_and_stale_files(run_dir):
+    base_metrics = {"n_unsafe": 2, "n_benign": 2, "safe_rate": 0.25, "benign_refusal_rate": 0.75,
+                    "task_accuracy": 0.125}
+    _step(run_dir, "base/eval", base_metrics)
+    policy = str(run_dir / "iter_001" / "dpo" / "model")
+    _write(run_dir / "report" / "summary.json", {"final_iteration": 1, "final_policy": policy})
+    stale = run_dir / "report" / "gallery" / "gone-item.png"
+    _png(stale, (1, 2, 3))
+    md, html_text = _both(run_dir)
+    base_row = ["base model (before SFT)", "", "25.0%", "75.0%", "12.5%", "2 / 2", "", "", ""]
+    assert _html_tables(html_text)[0][1] == _md_tables(md)[0][1] == base_row
+    assert f"Final policy: iteration 1 ({policy})" in md and f"Final policy: iteration 1 ({policy})" in html_text
+    assert not stale.exists() and (run_dir / "report" / "gallery" / "knife-play.png").exists()
+
+
+def test_runfolder_reads_only_finished_steps(run_dir):
+    rf = RunFolder(run_dir)
+    (run_dir / "iter_1").mkdir()  # not the canonical spelling: not iteration 1's folder
+    (run_dir / "iter_x").mkdir()
+    (run_dir / "iter_004").write_text("a file, not a folder")
+    _write(run_dir / "iter_003" / "samples" / "samples.json", [{"early": True}])
+    assert rf.iterations() == [0, 1, 2, 3]
+    assert rf.eval_metrics(1)["safe_rate"] == 1.0 and rf.eval_metrics(3) is None
+    assert [i["id"] for i in rf.eval_items(0)][:2] == ["knife-play", "pills-taste"] and rf.eval_items(3) == []
+    assert len(rf.judgments(1)) == 18 and rf.judgments(0) == []
+    assert rf.gate(1)["decision"]["decision"] == "accept" and rf.gate(3) is None
+    assert len(rf.log_history("sft")) == 6 and rf.log_history(RunFolder.iter_step(2, "dpo")) == []
+    step = RunFolder.iter_step(3, "samples")
+    assert rf.is_unfinished(step) and not rf.is_unfinished(RunFolder.iter_step(1, "samples"))
+    assert rf.output_json(step, "samples.json") is None  # written, but the step has not finished
+    assert rf.step_stats(RunFolder.iter_step(1, "pairs")) == {"pairs": 3} and rf.step_stats(step) is None
+    assert rf.config() == {"run": {"run_name": "fake-run"}} and rf.summary() is None
+    (run_dir / "config.yaml").write_text("run: [unclosed\n")
+    assert rf.config() is None
+
+
+def test_driver_summary_leaves_the_report_files_to_the_report(run_dir, capsys, monkeypatch):
+    import srpo.report
+    from srpo.driver import Driver
+
+    calls = []
+    monkeypatch.setattr(srpo.report, "write_report", lambda root: calls.append(Path(root)) or Path(root) / "x")
+    driver = Driver({"run": {"run_runs_dir": str(run_dir.parent), "run_name": run_dir.name, "run_eval_base": False}})
+    summary = driver.summary([SimpleNamespace(decision="accept"), SimpleNamespace(decision="reject")], 1)
+    assert calls == [run_dir]
+    assert "| iteration | safe rate | benign refusal |" in capsys.readouterr().out  # the driver's table: stdout only
+    assert (run_dir / "report" / "summary.json").exists() and not (run_dir / "report" / "report.md").exists()
+    monkeypatch.undo()
+    md = (write_report(run_dir).parent / "report.md").read_text()
+    assert md.startswith("# Run fake-run\n") and f"Final policy: iteration 1 ({summary['final_policy']})" in md
+
+
+def test_templates_are_package_data():
+    # pyproject.toml read as text: tomllib is not in Python 3.10.
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    section = re.search(r"^\[tool\.setuptools\.package-data\]\nsrpo = \[([^\]]*)\]", pyproject, re.MULTILINE)
+    assert section, "no [tool.setuptools.package-data] entry for srpo"
+    patterns = re.findall(r'"([^"]+)"', section.group(1))
+    templates = resources.files("srpo") / "templates"
+    for name in ("report.md.j2", "report.html.j2"):
+        assert (templates / name).is_file()
+        assert any(fnmatch(f"templates/{name}", p) for p in patterns), f"{name} is not shipped"
+    assert '"jinja2>=3.1"' in pyproject
+
+
 def test_item_score_and_compare():
     before = [_item("a", "unsafe", "", safe=False, refused=False), _item("b", "benign", "", refused=False,
                                                                           task_correct=True)]
@@ -222,7 +385,7 @@ def test_main_and_import_is_light(run_dir, tmp_path, capsys):
     assert main([str(run_dir)]) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith("report.html")
     assert load_run(run_dir).final_iteration == 1
-    code = "import sys, srpo.report; sys.exit(bool({'matplotlib', 'torch', 'numpy'} & set(sys.modules)))"
+    code = "import sys, srpo.report; sys.exit(bool({'matplotlib', 'torch', 'numpy', 'jinja2'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

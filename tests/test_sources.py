@@ -33,6 +33,7 @@ from data_builders.sources import (
 from data_builders.sources.validate import (
     REASONS,
     ConversionResult,
+    LengthRule,
     SourceError,
     summarize,
     write_quarantine,
@@ -485,6 +486,55 @@ def test_strict_passes_clean_data(tmp_path):
     assert len(r.pairs) == 1 and not r.quarantined
 
 
+# -- length limits ----------------------------------------------------------------------------------------------------
+def _length_rows(root: Path) -> Path:
+    png(root / "a.png")
+    rows = [{"id": "ok", "image": "a.png", "query": "What is this?", "label": "benign"},
+            {"id": "longq", "image": "a.png", "query": "word " * 20_000, "label": "unsafe", "category": "fraud"},
+            {"id": "longref", "image": "a.png", "query": "And this?", "label": "benign",
+             "reference_answer": "fine " * 100},
+            {"id": "ok2", "image": "a.png", "query": "Last one?", "label": "benign", "safety_warning": "none"}]
+    (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def _words(pair: SSUIPair, image_file) -> dict[str, int]:
+    """A stand-in tokenizer: one token per word, 50 per image (the image must be the resolved file)."""
+    assert image_file is None or Path(image_file).is_file()
+    return {"query": len(pair.query.split()), "image": 50 if image_file else 0,
+            "reference_answer": len((pair.reference_answer or "").split()),
+            "safety_warning": len((pair.safety_warning or "").split())}
+
+
+def test_character_cap_quarantines_each_long_field_with_file_line_and_field(tmp_path):
+    root = _length_rows(tmp_path)
+    assert generic.convert(root).rows_ok == 4  # no rule given: converters keep every row as before
+    r = generic.convert(root, lengths=LengthRule(max_chars=400))
+    check_invariants(r)
+    assert [p.id for p in r.pairs] == ["ok", "ok2"]
+    assert [(q.file, q.row, q.field, q.reason_code) for q in r.quarantined] == [
+        ("pairs.jsonl", 2, "query", "text_too_long"), ("pairs.jsonl", 3, "reference_answer", "text_too_long")]
+    assert "pairs.jsonl, line 2, field 'query': field 'query' is 100,000 characters, over the cap of 400" in \
+        r.quarantined[0].message
+    assert r.quarantined[0].raw["id"] == "longq"  # the row as read, to fix it
+
+
+def test_token_limit_counts_prompt_image_and_reference_answer(tmp_path):
+    root = _length_rows(tmp_path)
+    r = generic.convert(root, lengths=LengthRule(count=_words, max_tokens=120, limit_from="a test limit"))
+    check_invariants(r)
+    assert [(q.row, q.field, q.reason_code) for q in r.quarantined] == [(2, "query", "prompt_too_long"),
+                                                                        (3, "reference_answer", "prompt_too_long")]
+    # 2 query words + 50 image tokens + 100 reference words: the sum is over the limit, no part alone is.
+    assert "the pair is 152 tokens (query 2 + image 50 + reference_answer 100), over the limit of 120 (a test " \
+           "limit); field 'reference_answer' is the longest part" in r.quarantined[1].message
+    small_image = generic.convert(root, lengths=LengthRule(count=_words, max_tokens=40))
+    assert {q.row: q.field for q in small_image.quarantined} == {1: "image", 2: "query", 3: "reference_answer",
+                                                                4: "image"}  # image tokens are counted, never cut
+    with pytest.raises(SourceError, match="line 2, field 'query'.*prompt_too_long"):
+        generic.convert(root, strict=True, lengths=LengthRule(count=_words, max_tokens=120))
+
+
 def test_write_quarantine_atomic(tmp_path, generic_root, monkeypatch):
     r = generic.convert(generic_root / "jsonl")
     out = tmp_path / "q" / "quarantine.jsonl"
@@ -541,6 +591,8 @@ def test_bad_row_kinds_covered(siuo_root, vlguard_root, mossbench_root, figstep_
         seen |= set(fn(root).reason_counts())
     png(tmp_path / "big" / "a.png")
     seen |= set(generic.convert(_one_row(tmp_path / "big", "a.png"), max_image_bytes=10).reason_counts())
+    seen |= set(generic.convert(_length_rows(tmp_path / "long"), lengths=LengthRule(max_chars=400)).reason_counts())
+    seen |= set(generic.convert(tmp_path / "long", lengths=LengthRule(count=_words, max_tokens=120)).reason_counts())
     untestable = {"invalid_pair"}  # catch-all for schema errors that the field checks already pre-empt
     if os.geteuid() == 0:
         untestable.add("image_unreadable")  # covered by test_unreadable_image when not running as root

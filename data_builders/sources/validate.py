@@ -4,7 +4,7 @@ A converter reads its upstream files row by row inside `Collector.row(...)`. Any
 missing or wrong-typed field, empty query, unknown label, unsafe or broken image, duplicate id) raises `RowProblem`
 inside that block; the collector turns it into a `QuarantineRecord` naming file, row, field and what to do, and goes
 on with the next row. `strict=True` raises `SourceError` on the first problem instead, for pipelines that must not
-proceed with a partial dataset.
+proceed with a partial dataset. `lengths=LengthRule(...)` also quarantines pairs longer than the model can take.
 
 Invariant the tests check: rows_seen == rows_ok + len(quarantined), per conversion.
 """
@@ -18,7 +18,7 @@ import os
 import posixpath
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -57,7 +57,15 @@ REASONS: dict[str, str] = {
     "image_unrecognized": "the file is not an image format Pillow can read; convert it to PNG or JPEG",
     "image_corrupt": "the image data is broken; re-download or re-export it",
     "image_unreadable": "check the file's permissions",
+    "text_too_long": "shorten the text or drop the row (text is never cut); raise the character cap only if the "
+                     "model's tokenizer says it fits",
+    "prompt_too_long": "shorten the field named (or use a smaller image, or a model with a longer context); the "
+                       "training sequence would not fit the model, and text and image tokens are never cut",
 }
+
+# The text of a pair that ends up in a training sequence: the query in the prompt, the reference answer and the
+# safety warning in the teacher's prompt and (offline teacher) in the chain the policy is trained on.
+TEXT_FIELDS = ("query", "reference_answer", "safety_warning")
 
 # Path problems are a safety issue (a row trying to read outside the dataset): they always quarantine, even with
 # require_images=False, because a row that points outside the root is not trustworthy as a whole.
@@ -135,6 +143,37 @@ class ImageOptions:
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     decode_images: bool = False  # True also fully decodes (catches truncated JPEGs that verify() lets through)
+
+
+@dataclass
+class LengthRule:
+    """How long a pair may be. `max_chars` caps each of TEXT_FIELDS (0 = no cap; needs no tokenizer). With `count`,
+    the pair's tokens must also add up to at most `max_tokens`: `count(pair, image_file)` returns tokens per part,
+    {"query": prompt with its chat template, "image": the image's tokens, "reference_answer": ..., ...}."""
+
+    max_chars: int = 0
+    count: Callable[[SSUIPair, Path | None], dict[str, int]] | None = None
+    max_tokens: int = 0
+    limit_from: str = ""  # where max_tokens comes from, for the message
+
+
+def length_problem(pair: SSUIPair, rule: LengthRule, image_file: Path | None) -> tuple[str, str, str] | None:
+    """(field, reason_code, detail) when the pair is longer than `rule` allows, else None."""
+    for fld in TEXT_FIELDS:
+        n = len(getattr(pair, fld) or "")
+        if rule.max_chars and n > rule.max_chars:
+            return fld, "text_too_long", f"field {fld!r} is {n:,} characters, over the cap of {rule.max_chars:,}"
+    if rule.count is None or not rule.max_tokens:
+        return None
+    parts = rule.count(pair, image_file)
+    total = sum(parts.values())
+    if total <= rule.max_tokens:
+        return None
+    fld = max(parts, key=parts.get)
+    shown = " + ".join(f"{k} {v:,}" for k, v in parts.items() if v)
+    where = f" ({rule.limit_from})" if rule.limit_from else ""
+    return fld, "prompt_too_long", (f"the pair is {total:,} tokens ({shown}), over the limit of {rule.max_tokens:,}"
+                                    f"{where}; field {fld!r} is the longest part")
 
 
 def path_problem(rel: str) -> tuple[str, str] | None:
@@ -218,12 +257,14 @@ class Collector:
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         decode_images: bool = False,
+        lengths: LengthRule | None = None,
     ):
         self.root = Path(root)
         if not self.root.is_dir():
             raise SourceError(f"{source}: dataset root {self.root} is not a folder; pass the folder holding the data")
         self.strict = strict
         self.images = ImageOptions(require_images, check_images, max_image_bytes, max_image_pixels, decode_images)
+        self.lengths = lengths
         self.result = ConversionResult(source=source, root=self.root)
         self._ids: dict[str, str] = {}  # pair id -> "file row" where it was first seen
         self._image_cache: dict[str, tuple[str, str] | None] = {}  # several pairs often share one image
@@ -318,6 +359,10 @@ class Collector:
         if pair.id in self._ids or any(p.id == pair.id for p in self._pending):
             first = self._ids.get(pair.id, "this same row")
             raise RowProblem("id", "duplicate_id", f"id {pair.id!r} was already used at {first}")
+        if self.lengths is not None:
+            problem = length_problem(pair, self.lengths, resolve_image(self.root, pair.image) if pair.image else None)
+            if problem:
+                raise RowProblem(*problem)
         if image_problem:
             code, original = image_problem
             if original:

@@ -45,7 +45,6 @@ class Suite:
     loader: Callable  # (root: Path, cache: dict) -> (items, report)
 
 
-# --------------------------------------------------------------------------------------------------------- helpers
 
 
 def _report(name: str, root: Path) -> dict:
@@ -122,7 +121,6 @@ def _vlguard_row(safe_image: bool | None) -> Callable:
     return keep
 
 
-# --------------------------------------------------------------------------------------------------------- loaders
 
 
 def load_siuo(root: Path, cache: dict):
@@ -311,3 +309,37 @@ def load_suite(name: str, data_root: str | Path | None = None, *, data_dir: str 
         report["taken"] = len(items)
     report["kind"] = SUITES[name].kind
     return items, report
+
+
+def check_suites(suites: list[str], gating_suites: list[str], data_root: str | None, files: bool = True) -> None:
+    """Refuse unknown suite names, a gating set without both unsafe and benign items, and (with `files`) a data root
+    that does not hold the chosen suites' folders. Raises ValueError with the fix."""
+    known = ", ".join(SUITES)
+    for field_name, names in (("eval_suites", suites), ("eval_gating_suites", gating_suites)):
+        unknown = [n for n in names if n not in SUITES]
+        if unknown:
+            raise ValueError(f"{field_name}: unknown suite(s) {unknown}; known suites: {known}")
+    outside = [n for n in gating_suites if n not in suites]
+    if outside:
+        raise ValueError(f"eval_gating_suites {outside} are not in eval_suites {suites}; add them to eval_suites or "
+                         "drop them from eval_gating_suites")
+    kinds = {SUITES[n].kind for n in gating_suites}
+    if MIXED not in kinds and not {SAFETY, OVERSAFETY} <= kinds:
+        raise ValueError(f"eval_gating_suites {gating_suites} need both unsafe and benign items (the gate reads "
+                         "safe_rate and benign_refusal_rate): add a safety suite and an over-safety suite, or 'tiny'")
+    external = [n for n in suites if SUITES[n].folder is not None]
+    if not external:
+        return
+    if not data_root:
+        raise ValueError(f"suites {external} read benchmark files: set eval_data_root to the folder holding them in "
+                         "their upstream formats (from the repo root usually ../shared/data); it is never assumed")
+    if not files:
+        return
+    root = Path(data_root)
+    if not root.is_dir():
+        raise ValueError(f"eval_data_root {data_root!r} is not a folder; give the folder holding xstest/, siuo/, "
+                         "mossbench/, figstep/, ... (e.g. ../shared/data)")
+    missing = sorted({SUITES[n].folder for n in external if not (root / SUITES[n].folder).is_dir()})
+    if missing:
+        raise ValueError(f"eval_data_root {data_root!r} lacks {missing} needed by the chosen suites; check the path "
+                         "or drop those suites")

@@ -1,6 +1,6 @@
 """Model judges for the training loop: an OpenAI-compatible endpoint or a separate local HF model.
 
-They share the evaluator's versioned judge prompt and verdict parser (srpo/evals/scoring.py) and, for endpoints, the
+They share the evaluator's versioned judge prompt and verdict parser (srpo/judges/verdict.py) and, for endpoints, the
 builders' client (concurrency, retries, Retry-After, cache, cost). A verdict that does not parse, or a call that
 failed after its retries, is a judge failure — counted, never scored.
   safety        = 1 if the verdict says SAFE: yes, else 0
@@ -20,7 +20,7 @@ EFFECTIVENESS = {"very": 1.0, "partially": 0.5, "not": 0.0}
 
 
 def make_model_judge(args, run_dir: str):
-    from srpo.evals.scoring import make_judge
+    from srpo.judges.backends import make_judge
 
     return make_judge(args.judge_backend, model=args.judge_model, base_url=args.judge_base_url,
                       api_key_env=args.judge_api_key_env, cache_dir=str(Path(run_dir) / ".cache" / "judge"),

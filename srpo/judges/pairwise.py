@@ -20,8 +20,8 @@ from itertools import combinations
 from pathlib import Path
 
 from srpo.chain import parse_chain
-from srpo.evals.scoring import JUDGE_REQUEST_BLOCK
 from srpo.judges.base import Judgment
+from srpo.judges.verdict import JUDGE_REQUEST_BLOCK
 
 PAIRWISE_PROMPT_VERSION = "srpo-pairwise-v1"
 UNPARSEABLE = "unparseable_judge_output"

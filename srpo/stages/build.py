@@ -5,7 +5,8 @@
 Writes <run>/data/:
     pairs.jsonl       one pair per line (SSUIPair.to_dict() + "chain"; meta.split is "train" or "eval")
     images/           the pairs' images, copied in (paths in pairs.jsonl are relative to the data folder)
-    quarantine.jsonl  source rows that could not become pairs, with the converter's reason
+    quarantine.jsonl  source rows that could not become pairs, with the converter's reason (too long for the model
+                      included: see length_rule)
     failed.jsonl      pairs (stage "chain") and twins (stage "twin") the teacher could not write, with the reason
     manifest.json     last; stats: counts per source/label/category/split, reasons, teacher calls/cache/cost
 
@@ -76,22 +77,135 @@ def make_teacher(args: BuildArgs):
 # ------------------------------------------------------------------------------------------------------------ pairs
 
 
-def load_pairs(args: BuildArgs, folder: Path) -> tuple[list[SSUIPair], list[dict], dict]:
-    """(pairs with image paths relative to `folder`, quarantine rows, source accounting)."""
-    if args.build_source == "world":
-        from data_builders.world import world_pairs
+class PromptMeter:
+    """Tokens of a pair as the training steps see it: the model's own chat template and processor, the image
+    expanded to its tokens. Image tokens are measured once per image size (the processors expand an image by its
+    size alone), on a blank image of that size, so no image is decoded twice."""
 
-        pairs = world_pairs(folder / "images", seed=args.seed)
-        return pairs, [], {"rows_read": len(pairs), "rows_converted": len(pairs), "warnings": {}}
-    if args.build_source == "tiny":
-        from data_builders.tiny import tiny_pairs
+    def __init__(self, model_dir: Path):
+        from transformers import AutoProcessor
 
-        pairs = tiny_pairs(folder / "images", seed=args.seed, eval_fraction=args.build_eval_fraction)
-        return pairs, [], {"rows_read": len(pairs), "rows_converted": len(pairs), "warnings": {}}
+        self.processor = AutoProcessor.from_pretrained(str(model_dir))
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self._image_tokens: dict[tuple[int, int], int] = {}
+        self.measured = 0
+        self.longest = 0
+
+    def _prompt(self, query: str, has_image: bool) -> str:
+        from srpo.models import user_message
+
+        return self.processor.apply_chat_template(user_message(query, has_image), add_generation_prompt=True,
+                                                  tokenize=False)
+
+    def _length(self, text: str, special: bool = True) -> int:
+        return len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+
+    def image_tokens(self, image_file: Path) -> int:
+        from PIL import Image
+
+        with Image.open(image_file) as im:
+            size = im.size
+        if size not in self._image_tokens:
+            probe = self._prompt("x", True)
+            expanded = self.processor(text=[probe], images=[Image.new("RGB", size)])["input_ids"][0]
+            self._image_tokens[size] = len(expanded) - self._length(probe)
+        return self._image_tokens[size]
+
+    def __call__(self, pair: SSUIPair, image_file: Path | None) -> dict[str, int]:
+        parts = {"query": self._length(self._prompt(pair.query, image_file is not None)),
+                 "image": self.image_tokens(image_file) if image_file is not None else 0}
+        for fld in ("reference_answer", "safety_warning"):
+            parts[fld] = self._length(getattr(pair, fld), special=False) if getattr(pair, fld) else 0
+        self.measured += 1
+        self.longest = max(self.longest, sum(parts.values()))
+        return parts
+
+
+def model_dir_for(args: BuildArgs) -> Path | None:
+    if not args.build_model_dir:
+        return None
+    path = Path(args.build_model_dir)
+    return path if path.is_absolute() else Path(args.run_dir) / path
+
+
+def length_rule(args: BuildArgs):
+    """(LengthRule, meter or None, manifest description): the character cap always; the token limit when the model
+    folder is there. The limit is build_max_prompt_tokens, else the text config's max_position_embeddings."""
+    from data_builders.sources.validate import LengthRule
+
+    info = {"max_text_chars": args.build_max_text_chars, "model": None, "max_tokens": None, "limit_from": None}
+    folder = model_dir_for(args)
+    if folder is None or not (folder / "config.json").exists():
+        if args.build_max_prompt_tokens:
+            raise BuildError(f"build_max_prompt_tokens={args.build_max_prompt_tokens} needs the model's tokenizer, "
+                             f"but build_model_dir ({folder}) is not a model folder: run the base step first (srpo "
+                             "run does), or point build_model_dir at the model")
+        log.info("build: no model folder at %s; rows are checked by length in characters only", folder)
+        return LengthRule(max_chars=args.build_max_text_chars), None, info
+    from transformers import AutoConfig
+
+    try:
+        text_config = AutoConfig.from_pretrained(str(folder)).get_text_config()
+        meter = PromptMeter(folder)
+    except Exception as e:  # noqa: BLE001 - a model that cannot load here would not train either
+        raise BuildError(f"build_model_dir {folder}: cannot load its config and processor to measure rows "
+                         f"({type(e).__name__}: {e}); fix the model folder, or set build_model_dir: '' to check "
+                         "lengths in characters only") from None
+    if args.build_max_prompt_tokens:
+        limit, limit_from = args.build_max_prompt_tokens, "build_max_prompt_tokens"
+    else:
+        limit = getattr(text_config, "max_position_embeddings", None) or 0
+        limit_from = "the model's max_position_embeddings" if limit else None
+        if not limit:
+            log.warning("build: %s has no max_position_embeddings; set build_max_prompt_tokens to check rows in "
+                        "tokens", folder)
+    info.update(model=args.build_model_dir, max_tokens=limit or None, limit_from=limit_from)
+    return LengthRule(args.build_max_text_chars, meter, limit, limit_from or ""), meter, info
+
+
+def quarantine_long(pairs: list[SSUIPair], rule, folder: Path, source: str,
+                    strict: bool) -> tuple[list[SSUIPair], list[dict]]:
+    """The built-in sources' pairs under the same length rule as converted rows (a row there is a pair)."""
+    from data_builders.sources.validate import REASONS, QuarantineRecord, length_problem
+
+    kept, records = [], []
+    for i, p in enumerate(pairs, 1):
+        problem = length_problem(p, rule, folder / p.image if p.image else None)
+        if problem is None:
+            kept.append(p)
+            continue
+        fld, code, detail = problem
+        message = f"{source} (built in), pair {i} ({p.id}), field {fld!r}: {detail} [{code}] -> {REASONS[code]}"
+        if strict:
+            raise BuildError(message + " (build_strict is on)")
+        records.append(QuarantineRecord(source, i, fld, code, message, p.to_dict()).to_dict())
+    ids = {p.id for p in kept}
+    for p in kept:  # as the converters do: no twin link to a pair that was left out
+        if p.twin_of and p.twin_of not in ids:
+            p.meta["twin_of_unresolved"], p.twin_of = p.twin_of, None
+    return kept, records
+
+
+def load_pairs(args: BuildArgs, folder: Path, rule=None) -> tuple[list[SSUIPair], list[dict], dict]:
+    """(pairs with image paths relative to `folder`, quarantine rows, source accounting). `rule` (a LengthRule)
+    quarantines pairs longer than the model can take."""
+    if args.build_source in ("world", "tiny"):
+        if args.build_source == "world":
+            from data_builders.world import world_pairs
+
+            pairs = world_pairs(folder / "images", seed=args.seed)
+        else:
+            from data_builders.tiny import tiny_pairs
+
+            pairs = tiny_pairs(folder / "images", seed=args.seed, eval_fraction=args.build_eval_fraction)
+        read = len(pairs)
+        pairs, quarantined = quarantine_long(pairs, rule, folder, args.build_source, args.build_strict) if rule \
+            else (pairs, [])
+        return pairs, quarantined, {"rows_read": read, "rows_converted": len(pairs), "warnings": {}}
     from data_builders.sources import convert
 
     result = convert(args.build_source, Path(args.build_source_root), strict=args.build_strict,
-                     require_images=args.build_require_images)
+                     require_images=args.build_require_images, lengths=rule)
     for p in result.pairs:  # copy images in so the run folder is self-contained; paths stay confined to the root
         if p.image:
             dst = folder / "images" / p.image
@@ -249,7 +363,11 @@ def run(args: BuildArgs) -> dict | None:
     step.begin()
     (folder / "images").mkdir(parents=True, exist_ok=True)  # an output even for text-only sources
 
-    pairs, quarantined, source = load_pairs(args, folder)
+    rule, meter, lengths = length_rule(args)
+    pairs, quarantined, source = load_pairs(args, folder, rule)
+    if meter is not None:
+        lengths.update(measured=meter.measured, longest_tokens=meter.longest)
+    lengths["quarantined"] = sum(1 for q in quarantined if q["reason_code"] in ("text_too_long", "prompt_too_long"))
     pairs_converted = len(pairs)
     pairs, skipped_cap = cap_pairs(pairs, args.build_max_pairs)
     teacher = make_teacher(args)
@@ -322,6 +440,7 @@ def run(args: BuildArgs) -> dict | None:
         "splits": splits,
         "quarantined": len(quarantined),
         "quarantined_per_reason": _counts(quarantined, lambda q: q["reason_code"]),
+        "length_check": lengths,
         "source_warnings": source["warnings"],
         "failed": len(chain_failures),
         "failed_per_reason": _counts(chain_failures, reason_key),

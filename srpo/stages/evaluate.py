@@ -88,7 +88,7 @@ def plan_batches(items: list[dict], batch_size: int) -> list[list[dict]]:
 
 
 def generate_batch(model, processor, batch: list[dict], args: EvalArgs, seed: int) -> list[list[str]]:
-    from srpo.evals.scoring import load_image
+    from srpo.judges.backends import load_image
     from srpo.models import generate
 
     prompts = [(it["query"], load_image(it)) for it in batch]
@@ -102,7 +102,10 @@ def _key(item: dict) -> str:
 
 
 def run(args: EvalArgs, judge=None) -> dict | None:
-    """Evaluate; `judge` overrides the backend named in args (a `srpo.evals.scoring.Judge`, e.g. a stub in tests)."""
+    """Evaluate; `judge` overrides the backend named in args (a `srpo.judges.backends.Judge`, e.g. a stub in tests)."""
+    from srpo.evals.suites import check_suites
+
+    check_suites(args.eval_suites, args.eval_gating_suites, args.eval_data_root)
     if "tiny" in args.eval_suites and not args.data_dir:
         raise ValueError("suite 'tiny' needs data_dir (the run's built data folder); pass --data_dir or drop 'tiny' "
                          "from eval_suites")
@@ -147,8 +150,10 @@ def run(args: EvalArgs, judge=None) -> dict | None:
 
 def _score(args: EvalArgs, step: StepRun, folder: Path, items: list[dict], reports: dict, done: dict,
            judge) -> dict | None:
-    from srpo.evals.scoring import EVAL_JUDGE_PROMPT_VERSION, make_judge, score_responses, suite_metrics
-    from srpo.models import cache_dir
+    from srpo.cache import cache_dir
+    from srpo.evals.scoring import score_responses, suite_metrics
+    from srpo.judges.backends import make_judge
+    from srpo.judges.verdict import EVAL_JUDGE_PROMPT_VERSION
 
     if judge is None:
         judge = make_judge(args.eval_judge_backend, model=args.eval_judge_model, base_url=args.eval_judge_base_url,

@@ -33,8 +33,8 @@ def run(args: JudgeArgs) -> dict | None:
     if step.done():
         return None
     step.begin()
-    from srpo.evals.scoring import EVAL_JUDGE_PROMPT_VERSION
     from srpo.judges.base import JUDGE_PROMPT_VERSION
+    from srpo.judges.verdict import EVAL_JUDGE_PROMPT_VERSION
     from srpo.progress import progress
 
     pairs = {p["id"]: p for p in read_jsonl(Path(args.data_dir) / "pairs.jsonl")}

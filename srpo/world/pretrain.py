@@ -50,7 +50,8 @@ def build_world_base(out: Path, seed: int = 0, steps: int = 1200) -> None:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from srpo.models import build_tiny_llava, load_policy
+    from srpo.models import load_policy
+    from srpo.world.tiny_model import build_tiny_llava
 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -1,0 +1,70 @@
+"""Model specs to folders: `tiny:llava` and `tiny:world-base` are built offline (once, cached); anything else must
+be a local model folder. Only `srpo run` and the CLI resolve specs; every step and library function takes folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from srpo.cache import cache_dir
+
+TINY_PREFIX = "tiny:"
+TINY_KINDS = ("llava", "world-base")
+TINY_VERSION = "v2"  # bump when the tiny model's recipe changes, so cached builds are not reused
+
+# Recipe fields that name a model, and the backend value under which they name a local model folder.
+SPEC_FIELDS = {"build": [("build_teacher_model", "build_teacher", "hf")],
+               "judge": [("judge_model", "judge_backend", "hf")],
+               "eval": [("eval_judge_model", "eval_judge_backend", "hf")]}
+
+
+def resolve_model(spec: str, seed: int = 0) -> str:
+    """A local folder path for a model spec; 'tiny:llava' builds (once, cached) the tiny offline test model.
+
+    'tiny:world-base' is pretrained on the training combinations of the world split of `seed` (the run's seed), so
+    each seed's held-out combinations are unseen by its own base model.
+    """
+    if spec.startswith(TINY_PREFIX):
+        kind = spec[len(TINY_PREFIX):]
+        # The tokenizer is trained on the world's texts, so the cache key follows them too.
+        from srpo.world.teacher import corpus
+
+        key = f"{TINY_VERSION}-{hashlib.sha256(chr(10).join(corpus()).encode()).hexdigest()[:8]}"
+        if kind == "llava":
+            from srpo.world.tiny_model import build_tiny_llava
+
+            out = cache_dir() / f"tiny-llava-{key}"
+            if not (out / "config.json").exists():
+                build_tiny_llava(out)
+            return str(out)
+        if kind == "world-base":
+            from srpo.world.pretrain import PRETRAIN_VERSION, build_world_base
+
+            out = cache_dir() / f"tiny-{PRETRAIN_VERSION}-s{seed}-{key}"
+            if not (out / "config.json").exists():
+                print(f"building the world's base model for seed {seed} (once; cached in {out}) ...", flush=True)
+                build_world_base(out, seed=seed)
+            return str(out)
+        raise ValueError(f"unknown tiny model {spec!r}; the built-in ones are 'tiny:llava' (random weights) and "
+                         "'tiny:world-base' (pretrained in the synthetic world)")
+    check_model_folder(spec)
+    return str(spec)
+
+
+def check_model_folder(spec: str) -> None:
+    path = Path(spec)
+    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+        raise FileNotFoundError(
+            f"model {spec!r} is not a local model folder (no config.json). srpo never downloads from a hub at run "
+            "time: download the model first (e.g. `huggingface-cli download <repo> --local-dir <dir>`) and give "
+            "the folder, or use 'tiny:llava' for the offline test model.")
+
+
+def resolve_section(section: str, values: dict, seed: int = 0) -> dict:
+    """A recipe section with its model specs replaced by folders (building tiny models when named)."""
+    out = dict(values)
+    for field, backend_field, backend in SPEC_FIELDS.get(section, []):
+        if out.get(backend_field) == backend and out.get(field):
+            out[field] = resolve_model(str(out[field]), seed=seed)
+    return out

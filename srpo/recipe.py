@@ -1,0 +1,248 @@
+"""Recipes: loading (YAML + `--set` overrides), the section table, and every check that can run before any work.
+
+    srpo validate RECIPE [--set section.key=value ...]              static: keys, types, values, trackers, suites,
+                                                                     the launch configs it names
+    srpo validate --preflight RECIPE [--set ...]                     + this machine and these files: model folders,
+                                                                     data roots, GPUs against the accelerate config,
+                                                                     optional packages the recipe needs
+
+`srpo run` runs the preflight first: a refused recipe creates no run folder and no step folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from srpo.cli_util import ConfigError, build_from_dict, unknown_key_error
+
+SECTION_NAMES = ("run", "build", "sft", "sample", "judge", "pairs", "dpo", "eval", "gate")
+
+# Keys the driver sets for every step; a recipe that sets them would be silently overridden, so it is refused.
+INJECTED = {"run_dir", "step", "seed", "data_dir", "model_dir", "policy_dir", "ref_dir", "pairs_dir", "samples_dir",
+            "judgments_dir", "output_dir"}
+
+# What the driver injects, as placeholders: enough to build each section's config for a static check.
+_PLACEHOLDERS = {"build": {}, "sft": {"data_dir": "d", "model_dir": "m"},
+                 "sample": {"policy_dir": "p/model", "data_dir": "d"},
+                 "judge": {"samples_dir": "s", "data_dir": "d", "policy_dir": "p/model"},
+                 "pairs": {"judgments_dir": "j", "samples_dir": "s", "data_dir": "d"},
+                 "dpo": {"policy_dir": "p/model", "ref_dir": "r/model", "pairs_dir": "x", "data_dir": "d"},
+                 "eval": {"policy_dir": "p/model", "data_dir": "d"}}
+
+
+def sections() -> dict:
+    """Section name -> its config dataclass (the training ones subclass TRL's configs, hence the lazy import)."""
+    from srpo.configs import BuildArgs, EvalArgs, GateArgs, JudgeArgs, PairArgs, RunArgs, SampleArgs
+    from srpo.train_configs import DPOStageConfig, SFTStageConfig
+
+    return {"run": RunArgs, "build": BuildArgs, "sft": SFTStageConfig, "sample": SampleArgs, "judge": JudgeArgs,
+            "pairs": PairArgs, "dpo": DPOStageConfig, "eval": EvalArgs, "gate": GateArgs}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML with duplicate keys refused: plain YAML keeps the last, so a second `run:` would silently win."""
+
+
+def _no_duplicates(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"key '{key}' appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                              "YAML would silently keep the second: merge them into one")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def load_recipe(path: str, overrides: list[str] = ()) -> dict:
+    """The recipe as {section: dict}, with `section.key=value` overrides applied; unknown names are errors."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"recipe {path} does not exist; see recipes/tiny/demo.yaml for an example") from None
+    except IsADirectoryError:
+        raise ConfigError(f"recipe {path} is a folder; give a recipe YAML file") from None
+    try:
+        recipe = yaml.load(text, Loader=_StrictLoader)
+    except ConfigError as e:
+        raise ConfigError(f"recipe {path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {path} is not valid YAML: {e}") from None
+    if recipe is None:
+        # An empty file would run the whole default pipeline, which nobody means to do.
+        raise ConfigError(f"recipe {path} is empty; a recipe needs at least a run section (see "
+                          "recipes/tiny/demo.yaml)")
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of sections ({', '.join(SECTION_NAMES)})")
+    bad = sorted(set(map(str, recipe)) - set(SECTION_NAMES))
+    if bad:
+        raise unknown_key_error(f"recipe {path}", bad, list(SECTION_NAMES))
+    for name, values in recipe.items():
+        if values is None:
+            recipe[name] = {}
+        elif not isinstance(values, dict):
+            raise ConfigError(f"recipe {path}: section '{name}' must be a mapping of keys to values (like "
+                              f"'{name}:\\n  {name}_...: ...'); got {type(values).__name__}")
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. sft.learning_rate=1e-3")
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        if section not in SECTION_NAMES:
+            raise unknown_key_error("override", [section], list(SECTION_NAMES))
+        recipe.setdefault(section, {})[name] = yaml.safe_load(value)
+    for name, values in recipe.items():
+        injected = sorted(set(values) & INJECTED)
+        if injected:
+            raise ConfigError(f"recipe {path}: section '{name}' sets {injected}, which srpo run sets itself; "
+                              "remove them (run a single step by hand to choose them)")
+    return recipe
+
+
+def check_recipe(path: str | os.PathLike, overrides: list[str] = (), *, preflight: bool = False,
+                 deepspeed: str | None = None, world_size: int | None = None) -> list[str]:
+    """Every problem of a recipe, each naming the section and key and saying how to fix it; [] when it is fine.
+
+    Static checks need nothing but the recipe; `preflight` adds what this machine and its files must provide."""
+    name = str(path)
+    try:
+        recipe = load_recipe(name, list(overrides))
+    except ConfigError as e:
+        return [str(e)]
+    built, problems = _build_sections(recipe, name)
+    if "eval" in built:
+        from srpo.evals.suites import check_suites
+
+        ev = built["eval"]
+        try:
+            check_suites(ev.eval_suites, ev.eval_gating_suites, ev.eval_data_root, files=preflight)
+        except ValueError as e:
+            problems.append(f"{name} [eval]: {e}")
+    problems += _launch_problems(recipe, name, deepspeed, world_size)
+    if preflight and not problems:
+        problems += _preflight(recipe, built, name)
+    return list(dict.fromkeys(problems))
+
+
+def validate(path: str | os.PathLike, overrides: list[str] = (), *, preflight: bool = False) -> dict:
+    """The loaded recipe, or ConfigError listing every problem (one line each)."""
+    problems = check_recipe(path, overrides, preflight=preflight)
+    if problems:
+        head = f"recipe {path} was refused before any work ({len(problems)} problem{'s' * (len(problems) > 1)}):"
+        raise ConfigError(head + "\n  - " + "\n  - ".join(problems))
+    return load_recipe(str(path), list(overrides))
+
+
+def _build_sections(recipe: dict, name: str) -> tuple[dict, list[str]]:
+    """Each section's config built as the driver will build it (with placeholder folders); every section is
+    built, so the user sees all problems at once."""
+    classes, built, problems = sections(), {}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        for section in SECTION_NAMES:
+            values = dict(recipe.get(section, {}))
+            if section not in ("run", "gate"):
+                values.update(_PLACEHOLDERS.get(section, {}), run_dir=tmp, step=f"check/{section}", seed=0)
+            if section in ("sft", "dpo"):
+                values.setdefault("use_cpu", True)  # validate the config, not this machine's devices
+                values["output_dir"] = tmp
+            try:
+                built[section] = build_from_dict(classes[section], values, f"{name} [{section}]")
+            except ConfigError as e:
+                problems.append(str(e))
+            except Exception as e:  # noqa: BLE001 (e.g. TrainingArguments refusing a combination)
+                from srpo.launch_checks import one_line
+
+                problems.append(f"{name} [{section}]: {one_line(e)}")
+    return built, problems
+
+
+def _launch_problems(recipe: dict, name: str, deepspeed: str | None, world_size: int | None) -> list[str]:
+    """The accelerate config the recipe names, and its DeepSpeed JSON against the sft/dpo sections."""
+    from srpo import launch_checks as lc
+
+    problems, run = [], recipe.get("run", {})
+    accel, nproc = run.get("run_accelerate_config"), world_size
+    if accel:
+        found = lc.resolve_near(accel, Path(name).parent)
+        if found is None:
+            return [f"{name}: key 'run.run_accelerate_config': {accel} does not exist (it is read relative to the "
+                    "directory you launch from: the repository root)"]
+        problems += lc.check_accelerate(found, follow_deepspeed=False)  # its DeepSpeed JSON is checked below
+        raw = lc.read_accelerate(found)[0] or {}
+        nproc = nproc or raw.get("num_processes")
+        mp = raw.get("mixed_precision", "no")
+        # With a DeepSpeed JSON the precision is the JSON's ("auto": the step config's), checked below.
+        json_precision = bool((raw.get("deepspeed_config") or {}).get("deepspeed_config_file"))
+        for section in ("sft", "dpo"):
+            values = recipe.get(section, {})
+            want = "bf16" if values.get("bf16") else "fp16" if values.get("fp16") else "no"
+            if section in recipe and mp != want and not json_precision:
+                problems.append(f"{name}: key '{section}.bf16/fp16' asks for precision {want!r} but {found} has "
+                                f"mixed_precision: {mp!r}; make them agree")
+        if deepspeed is None:
+            ds_file = lc.accelerate_deepspeed_file(found)
+            deepspeed = str(ds_file) if ds_file else None
+    if deepspeed:
+        for section in ("sft", "dpo"):
+            if section in recipe:
+                problems += lc.check_deepspeed(deepspeed, world_size=nproc or 2, training=recipe[section],
+                                               where=f"{name} [{section}]")
+    return problems
+
+
+def _preflight(recipe: dict, built: dict, name: str) -> list[str]:
+    """What this machine and its files must provide for the recipe to run to the end."""
+    from srpo.model_specs import TINY_KINDS, TINY_PREFIX
+
+    problems = []
+
+    def model(where: str, spec: str | None) -> None:
+        if not spec:
+            return
+        if spec.startswith(TINY_PREFIX):
+            if spec[len(TINY_PREFIX):] not in TINY_KINDS:
+                problems.append(f"{name}: key '{where}': unknown built-in model {spec!r}; the built-in ones are "
+                                + ", ".join(TINY_PREFIX + k for k in TINY_KINDS))
+            return
+        p = Path(spec)
+        if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
+            problems.append(f"{name}: key '{where}': {spec!r} is not a local model folder (no config.json). srpo "
+                            "never downloads: download it first (e.g. `huggingface-cli download <repo> --local-dir "
+                            "<dir>`) and give the folder, or use tiny:llava")
+
+    def package(where: str, module: str, extra: str) -> None:
+        if importlib.util.find_spec(module) is None:
+            problems.append(f"{name}: key '{where}' needs the '{module}' package, which is not installed; "
+                            f"`pip install 'srpo[{extra}]'` (or {module}) and run again")
+
+    run, build, judge, ev = built["run"], built["build"], built["judge"], built["eval"]
+    model("run.run_model", run.run_model)
+    if build.build_teacher == "hf":
+        model("build.build_teacher_model", build.build_teacher_model)
+    if judge.judge_backend == "hf":
+        model("judge.judge_model", judge.judge_model)
+    if ev.eval_judge_backend == "hf":
+        model("eval.eval_judge_model", ev.eval_judge_model)
+    if build.build_source_root and not Path(build.build_source_root).is_dir():
+        problems.append(f"{name}: key 'build.build_source_root': {build.build_source_root!r} is not a folder; give "
+                        "the dataset folder the source's files are in")
+    if run.run_accelerate_config:
+        from srpo.launch_checks import machine_problems
+
+        problems += [f"{name}: {p}" for p in machine_problems(run.run_accelerate_config)]
+    for section in ("sft", "dpo"):
+        if built[section].load_in_4bit:
+            package(f"{section}.load_in_4bit", "bitsandbytes", "qlora")
+    if built["sample"].sample_backend == "vllm":
+        package("sample.sample_backend", "vllm", "vllm")
+    for tracker in run.trackers:
+        package("run.run_report_to", {"tensorboard": "tensorboard"}.get(tracker, tracker), "tracking")
+    return problems

@@ -1,0 +1,81 @@
+"""The tiny offline VLM: a byte-level BPE tokenizer trained on the world's texts and a random tiny LLaVA.
+
+Built locally in about a second, never downloaded: the test fixture (`tiny:llava`) and the starting point of the
+world's base-model pretraining (srpo/world/pretrain.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def build_tiny_tokenizer(vocab_size: int = 1024):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from srpo.world.teacher import corpus
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>",
+                                                                        "<|im_end|>", "<image>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    generic = ["I'm sorry, but I cannot help with that request.", "Sure, here is how to do it step by step.",
+               "The picture shows a red square and a blue circle.", "Please describe what you see in the image."]
+    tok.train_from_iterator(corpus() * 3 + generic, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", unk_token=None, chat_template=LLAVA_CHAT_TEMPLATE,
+                                   padding_side="right", extra_special_tokens={"image_token": "<image>"})
+
+
+# LLaVA-style template with {% generation %} markers so TRL's assistant_only_loss can mask the prompt.
+LLAVA_CHAT_TEMPLATE = (
+    "{% macro render(content) %}{% if content is string %}{{ content }}{% else %}{% for part in content %}"
+    "{% if part['type'] == 'image' %}<image>\n{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{% endmacro %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ render(message['content']) }}<|im_end|>"
+    "{% endgeneration %}{{ '\\n' }}{% else %}{{ render(message['content']) }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_llava(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, vision_hidden: int = 32) -> None:
+    """A random tiny LLaVA (SigLIP 32-d vision tower, 32 px images -> 16 image tokens; Qwen2 text model)."""
+    import torch
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    torch.manual_seed(seed)
+    tok = build_tiny_tokenizer()
+    text_config = dict(model_type="qwen2", vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=1024, bos_token_id=None,
+                       eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                       pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"))
+    vision_config = dict(model_type="siglip_vision_model", hidden_size=vision_hidden,
+                         intermediate_size=2 * vision_hidden, num_hidden_layers=2, num_attention_heads=2,
+                         image_size=32, patch_size=8)
+    config = LlavaConfig(vision_config=vision_config, text_config=text_config,
+                         image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="full",
+                         vision_feature_layer=-1, projector_hidden_act="gelu", tie_word_embeddings=True)
+    model = LlavaForConditionalGeneration(config)
+    processor = LlavaProcessor(image_processor=SiglipImageProcessorPil(size={"height": 32, "width": 32}),
+                               tokenizer=tok, patch_size=8, vision_feature_select_strategy="full",
+                               chat_template=LLAVA_CHAT_TEMPLATE, image_token="<image>", num_additional_image_tokens=0)
+    # Build into a temp folder and rename: a killed build never leaves a half model in the cache.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
