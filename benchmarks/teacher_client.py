@@ -2,7 +2,7 @@
 
     python benchmarks/teacher_client.py [--n 256] [--seq-n 32] [--concurrency 32] [--latency-ms 200]
 
-The server (tests/fault_server.py) answers every call with a valid risk chain after `--latency-ms`, with no faults.
+The server (srpo.testing.fault_server) answers every call with a valid risk chain after `--latency-ms`, with no faults.
 The sequential pass (concurrency 1) runs only the first `--seq-n` requests: throughput is a rate, and 256 calls at
 200 ms each would take 51 s to say the same thing. The concurrent pass runs all `--n` requests through the cache
 (cold: every request is a miss and is stored); the second pass over the same requests must make 0 calls. Every
@@ -17,12 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run from a checkout without installing: the repo root holds `srpo` and `tests`.
+# Run from a checkout without installing: the repo root holds `srpo`.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from srpo.cache import CachedChatClient, DiskCache
 from srpo.clients import ChatClient, ChatRequest, validate_chain
-from tests.fault_server import FaultServer
+from srpo.testing.fault_server import FaultServer
 
 # A 1x1 PNG, so the requests carry an image the way teacher calls do.
 _PNG = bytes.fromhex(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import types
+import typing
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # srpo never fetches from a hub at run time
 
@@ -39,32 +41,85 @@ def parse_step_args(cls, argv=None):
 
 
 def build_from_dict(cls, values: dict, where: str):
-    """A config dataclass from a recipe section (a dict); unknown keys are errors naming the section and key."""
-    import dataclasses
+    """A config dataclass from a recipe section (a dict); unknown keys and wrong-typed values are errors naming the
+    section and key. Choice (Literal) fields are left to the config's own check, which names the choices."""
+    from srpo.configs import field_types
 
-    known = [f.name for f in dataclasses.fields(cls) if f.init]
-    bad = sorted(set(values) - set(known))
+    types_ = field_types(cls)
+    bad = sorted(set(values) - set(types_))
     if bad:
-        raise unknown_key_error(where, bad, known)
-    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-    values = {k: _coerce(v, types[k]) for k, v in values.items()}
-    for key, value in values.items():
-        numeric = any(t in types[key] for t in ("int", "float", "bool"))
-        if isinstance(value, str) and "str" not in types[key] and numeric:
-            raise ConfigError(f"{where}: {key} must be a number or true/false ({types[key]}); got {value!r}")
+        raise unknown_key_error(where, bad, list(types_))
+    values = {key: _coerce(value, types_[key], where, key) for key, value in values.items()}
     try:
         return cls(**values)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{where}: {e}") from None
 
 
-def _coerce(value, type_name: str):
-    # YAML reads 1e-3 (no dot) as a string; argparse would have converted it, so do the same here.
-    if isinstance(value, str) and "str" not in type_name:
-        for kind in (int, float):
-            if kind.__name__ in type_name:
-                try:
-                    return kind(value)
-                except ValueError:
-                    pass
+_NUMBERS = (int, float)
+
+
+class _WrongType(Exception):
+    """What a value should have been (the words after 'must be')."""
+
+
+def _coerce(value, tp, where: str, key: str):
+    try:
+        return _check_type(value, tp)
+    except _WrongType as e:
+        name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+        raise ConfigError(f"{where}: {key} must be {e} ({name}); got {value!r}") from None
+
+
+def _check_type(value, tp):
+    """`value` checked against the field type `tp`, numbers parsed from strings. A type not understood here (enums,
+    dicts, Literal choices, unions with str such as TRL's `SchedulerType | str`) lets the value through untouched for
+    the config itself to judge."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        members = tuple(a for a in args if a is not type(None))
+        if value is None and len(members) < len(args):
+            return None
+        if len(members) == 1:
+            return _check_type(value, members[0])
+        if all(m in _NUMBERS for m in members):
+            return _number(value, float if float in members else int)
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _WrongType("true or false")
+        return value
+    if tp in _NUMBERS:
+        return _number(value, tp)
+    if tp is str:
+        if isinstance(value, bool) or isinstance(value, list | dict):
+            raise _WrongType("a string")
+        # YAML reads `run_name: 2024` as a number; the command line would have given the text.
+        return str(value) if isinstance(value, int | float) else value
+    if origin is list and len(args) == 1 and args[0] in (str, *_NUMBERS):
+        if isinstance(value, str) and args[0] is str:
+            return [n.strip() for n in value.split(",") if n.strip()]  # the command line's comma-separated form
+        what = f"a list of {args[0].__name__}" + (" or a comma-separated string" if args[0] is str else "")
+        if not isinstance(value, list | tuple):
+            raise _WrongType(what)
+        try:
+            return [_check_type(v, args[0]) for v in value]
+        except _WrongType:
+            raise _WrongType(what) from None
     return value
+
+
+def _number(value, kind: type):
+    expected = "an integer" if kind is int else "a number"
+    if isinstance(value, bool):
+        raise _WrongType(expected)
+    if isinstance(value, str):
+        # YAML reads 1e-3 (no dot) as a string; argparse would have converted it, so do the same here.
+        try:
+            return kind(value.strip())
+        except ValueError:
+            raise _WrongType(expected) from None
+    # An int stays an int in a float field: converting it would change the step's fingerprint for nothing.
+    if isinstance(value, int) or (kind is float and isinstance(value, float)):
+        return value
+    raise _WrongType(expected)

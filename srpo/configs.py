@@ -7,11 +7,44 @@ unknown keys rejected by name.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import types
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 def _help(text: str, **kw):
     return field(metadata={"help": text}, **kw)
+
+
+@functools.cache
+def field_types(cls) -> dict:
+    """Each init field's resolved type: annotations are strings here (postponed evaluation), so `f.type` is not."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def literal_choices(tp) -> tuple | None:
+    """The allowed values of a Literal type (or of an Optional Literal, plus None); None for any other type."""
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        members = typing.get_args(tp)
+        literals = [m for m in members if typing.get_origin(m) is Literal]
+        if literals and all(m is type(None) or m in literals for m in members):
+            return tuple(c for m in literals for c in typing.get_args(m)) + ((None,) if type(None) in members else ())
+    return None
+
+
+def check_choices(self) -> None:
+    """Refuse a value outside its field's Literal choices: one check for every choice field, named in the message."""
+    for name, tp in field_types(type(self)).items():
+        choices = literal_choices(tp)
+        value = getattr(self, name)
+        if choices is not None and value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -47,8 +80,8 @@ class RunArgs:
     run_shard_generation: bool = _help(
         "With run_accelerate_config: also run sampling and evaluation under it, their prompts sharded across its "
         "processes (one GPU each) and gathered in a fixed order.", default=True)
-    run_reference_policy: str = _help("DPO reference: 'sft' (the SFT model) or 'previous' (last accepted iterate).",
-                                      default="previous")
+    run_reference_policy: Literal["sft", "previous"] = _help(
+        "DPO reference: 'sft' (the SFT model) or 'previous' (last accepted iterate).", default="previous")
     run_report_to: str = _help("Trackers for the iteration loop, comma-separated: none, tensorboard, wandb (offline "
                                "without WANDB_API_KEY), trackio. Training curves use each step's report_to.",
                                default="none")
@@ -59,14 +92,13 @@ class RunArgs:
         return [b.strip() for b in self.run_report_to.split(",") if b.strip() and b.strip() != "none"]
 
     def __post_init__(self):
+        check_choices(self)
         unknown = [b for b in self.trackers if b not in TRACKERS]
         if unknown:
             raise ValueError(f"run_report_to: unknown tracker(s) {unknown}; choose from {', '.join(TRACKERS)} "
                              "(comma-separated), or none")
         if self.run_iterations < 1:
             raise ValueError(f"run_iterations must be >= 1; got {self.run_iterations}")
-        if self.run_reference_policy not in ("sft", "previous"):
-            raise ValueError(f"run_reference_policy must be 'sft' or 'previous'; got {self.run_reference_policy!r}")
         if "/" in self.run_name or not self.run_name:
             raise ValueError(f"run_name must be a plain folder name; got {self.run_name!r}")
 
@@ -79,9 +111,9 @@ class BuildArgs(StepArgs):
                               "(siuo, vlguard, mossbench, figstep, mm_harmfulbench, generic).", default="tiny")
     build_source_root: str | None = _help("Dataset root for file sources; image paths are confined to it.",
                                           default=None)
-    build_teacher: str = _help("Who writes the chains: 'offline' (deterministic, no model), 'openai' (any "
-                               "OpenAI-compatible endpoint) or 'hf' (a local image-text-to-text model folder).",
-                               default="offline")
+    build_teacher: Literal["offline", "openai", "hf"] = _help(
+        "Who writes the chains: 'offline' (deterministic, no model), 'openai' (any OpenAI-compatible endpoint) or "
+        "'hf' (a local image-text-to-text model folder).", default="offline")
     build_teacher_model: str | None = _help("The teacher model: the served model name for 'openai', a local model "
                                             "folder (or 'tiny:llava') for 'hf'. Unused by 'offline'.", default=None)
     build_teacher_base_url: str | None = _help("Base URL of the OpenAI-compatible server, e.g. "
@@ -110,9 +142,10 @@ class BuildArgs(StepArgs):
                                "it and going on.", default=False)
     build_require_images: bool = _help("Quarantine rows whose image is missing or broken; false keeps them as "
                                        "text-only pairs.", default=True)
-    build_twins: str = _help("Benign twins: 'none', 'source' (the source's own matched set, via twin_of) or "
-                             "'teacher' (source twins, plus a teacher-written harmless query on the same image for "
-                             "every unsafe pair still without one).", default="source")
+    build_twins: Literal["none", "source", "teacher"] = _help(
+        "Benign twins: 'none', 'source' (the source's own matched set, via twin_of) or 'teacher' (source twins, plus "
+        "a teacher-written harmless query on the same image for every unsafe pair still without one).",
+        default="source")
     build_max_pairs: int = _help("Use only the first N converted pairs (0 = all); for trials and budgets.",
                                  default=0)
     build_chains_for_eval: bool = _help("Have the teacher write chains for eval-split pairs too (reference chains). "
@@ -139,6 +172,7 @@ class BuildArgs(StepArgs):
     def __post_init__(self):
         import re
 
+        check_choices(self)
         _check_fraction("build_eval_fraction", self.build_eval_fraction)
         for name in ("build_world_captions", "build_world_counterfactuals"):
             if getattr(self, name) < 0:
@@ -147,8 +181,6 @@ class BuildArgs(StepArgs):
                 raise ValueError(f"{name} applies to build_source 'world' only; got {self.build_source!r}")
         if self.build_source not in ("tiny", "world") and not self.build_source_root:
             raise ValueError(f"build_source={self.build_source!r} needs build_source_root (the dataset folder)")
-        if self.build_teacher not in ("offline", "openai", "hf"):
-            raise ValueError(f"build_teacher must be 'offline', 'openai' or 'hf'; got {self.build_teacher!r}")
         if self.build_teacher in ("openai", "hf") and not self.build_teacher_model:
             what = "the served model name" if self.build_teacher == "openai" else "a local model folder"
             raise ValueError(f"build_teacher={self.build_teacher!r} needs build_teacher_model ({what})")
@@ -168,8 +200,6 @@ class BuildArgs(StepArgs):
                              f"{self.build_max_prompt_tokens}")
         if self.build_teacher_timeout_s <= 0:
             raise ValueError(f"build_teacher_timeout_s must be > 0 seconds; got {self.build_teacher_timeout_s}")
-        if self.build_twins not in ("none", "source", "teacher"):
-            raise ValueError(f"build_twins must be 'none', 'source' or 'teacher'; got {self.build_twins!r}")
 
 
 @dataclass
@@ -181,12 +211,12 @@ class SampleArgs(StepArgs):
     sample_temperature: float = _help("Sampling temperature.", default=1.0)
     sample_top_p: float = _help("Nucleus sampling p.", default=1.0)
     sample_batch_size: int = _help("Prompts per generate() call (each expands to K sequences).", default=16)
-    sample_backend: str = _help("'hf' (batched transformers generate; any machine) or 'vllm' (GPU machines with vLLM "
-                                "installed; same prompts, K and per-prompt seeds).", default="hf")
+    sample_backend: Literal["hf", "vllm"] = _help(
+        "'hf' (batched transformers generate; any machine) or 'vllm' (GPU machines with vLLM installed; same prompts, "
+        "K and per-prompt seeds).", default="hf")
 
     def __post_init__(self):
-        if self.sample_backend not in ("hf", "vllm"):
-            raise ValueError(f"sample_backend must be 'hf' or 'vllm'; got {self.sample_backend!r}")
+        check_choices(self)
         if self.sample_k < 2:
             raise ValueError(f"sample_k must be >= 2 to form preference pairs; got {self.sample_k}")
         if self.sample_temperature <= 0:
@@ -198,10 +228,11 @@ class SampleArgs(StepArgs):
 class JudgeArgs(StepArgs):
     samples_dir: str = _help("The samples step folder to judge.", default="")
     data_dir: str = _help("The built data folder (for labels, categories and images).", default="")
-    judge_backend: str = _help("'self' (DREAM: the policy disentangles each prompt's risk and that is the rubric), "
-                               "'openai' (an OpenAI-compatible endpoint: vLLM server or hosted API), 'hf' (a separate "
-                               "local model) or 'rule' (ORACLE feedback: reads the data's labels; for tests and upper "
-                               "bounds only, and the run's summary and report say so).", default="self")
+    judge_backend: Literal["self", "openai", "hf", "rule"] = _help(
+        "'self' (DREAM: the policy disentangles each prompt's risk and that is the rubric), 'openai' (an "
+        "OpenAI-compatible endpoint: vLLM server or hosted API), 'hf' (a separate local model) or 'rule' (ORACLE "
+        "feedback: reads the data's labels; for tests and upper bounds only, and the run's summary and report say "
+        "so).", default="self")
     judge_model: str | None = _help("Model name (openai) or local folder (hf) of the judge.", default=None)
     judge_base_url: str | None = _help("Base URL of the OpenAI-compatible judge, e.g. http://localhost:8000/v1.",
                                        default=None)
@@ -211,18 +242,15 @@ class JudgeArgs(StepArgs):
     judge_max_new_tokens: int = _help("Generation budget of the self-judge's own chain.", default=96)
     judge_batch_size: int = _help("Prompts per generate() call of the self-judge, and per call of a model judge (an "
                                   "endpoint runs that call's requests concurrently).", default=16)
-    judge_mode: str = _help("'pointwise' (each response graded alone) or 'pairwise' (openai/hf judges: every two "
-                            "samples of a prompt compared, order shuffled against position bias; the win rate is the "
-                            "preference score).", default="pointwise")
+    judge_mode: Literal["pointwise", "pairwise"] = _help(
+        "'pointwise' (each response graded alone) or 'pairwise' (openai/hf judges: every two samples of a prompt "
+        "compared, order shuffled against position bias; the win rate is the preference score).", default="pointwise")
     judge_price_prompt_per_1k: float = _help("Price per 1k prompt tokens of the endpoint judge, for the cost panel.",
                                              default=0.0)
     judge_price_completion_per_1k: float = _help("Price per 1k completion tokens of the endpoint judge.", default=0.0)
 
     def __post_init__(self):
-        if self.judge_backend not in ("rule", "self", "openai", "hf"):
-            raise ValueError(f"judge_backend must be one of rule, self, openai, hf; got {self.judge_backend!r}")
-        if self.judge_mode not in ("pointwise", "pairwise"):
-            raise ValueError(f"judge_mode must be 'pointwise' or 'pairwise'; got {self.judge_mode!r}")
+        check_choices(self)
         if self.judge_mode == "pairwise" and self.judge_backend not in ("openai", "hf"):
             raise ValueError("judge_mode='pairwise' needs a model judge (judge_backend openai or hf); the self and "
                              "rule judges grade one response at a time")
@@ -240,13 +268,17 @@ class PairArgs(StepArgs):
     pairs_margin: float = _help("Minimum reward gap between chosen and rejected.", default=0.25)
     pairs_safety_weight: float = _help("Weight of the safety score in the reward.", default=1.0)
     pairs_effectiveness_weight: float = _help("Weight of the effectiveness score in the reward.", default=1.0)
-    pairs_awareness_weight: float = _help("Weight of risk awareness (right category named) in the reward.",
+    pairs_awareness_weight: float = _help("Weight of risk awareness (the chain named the risk category the judge "
+                                          "expects: rule and self judges; model judges do not measure it).",
                                           default=0.5)
+    pairs_format_weight: float = _help("Weight of chain validity (the response parses as the seven-step chain) in "
+                                       "the reward; every judge fills it.", default=0.0)
     pairs_balance: bool = _help("Keep as many pairs whose chosen answer refuses as pairs whose chosen answer helps "
                                 "(down-sampling the larger side), so one kind cannot dominate an iteration.",
                                 default=False)
 
     def __post_init__(self):
+        check_choices(self)
         if self.pairs_margin < 0:
             raise ValueError(f"pairs_margin must be >= 0; got {self.pairs_margin}")
 
@@ -274,7 +306,7 @@ class EvalArgs(StepArgs):
     eval_data_root: str | None = _help(
         "Folder holding the benchmarks in their upstream formats (xstest/, siuo/, mossbench/, figstep/, ...), e.g. "
         "../shared/data. Needed by every suite except 'tiny'; never assumed.", default=None)
-    eval_judge_backend: str = _help(
+    eval_judge_backend: Literal["refusal", "rule", "openai", "hf"] = _help(
         "How responses are scored beyond the refusal classifier: 'refusal' (classifier only), 'rule' (offline oracle "
         "for tests), 'openai' (an OpenAI-compatible endpoint) or 'hf' (a local HF judge model folder).",
         default="refusal")
@@ -295,6 +327,7 @@ class EvalArgs(StepArgs):
         "together they need unsafe and benign items.", default_factory=lambda: ["tiny"])
 
     def __post_init__(self):
+        check_choices(self)
         # Suite names, kinds and data roots are checked against the suite registry by
         # srpo.evals.suites.check_suites (srpo validate, and the eval step before it loads anything).
         self.eval_suites = _name_list(self.eval_suites)
@@ -305,9 +338,6 @@ class EvalArgs(StepArgs):
             raise ValueError(f"eval_suites lists a suite twice: {self.eval_suites}")
         if not self.eval_gating_suites:
             raise ValueError("eval_gating_suites is empty; the gate needs at least one suite (default: tiny)")
-        backends = ("refusal", "rule", "openai", "hf")
-        if self.eval_judge_backend not in backends:
-            raise ValueError(f"eval_judge_backend must be one of {backends}; got {self.eval_judge_backend!r}")
         if self.eval_judge_backend == "openai" and not (self.eval_judge_base_url and self.eval_judge_model):
             raise ValueError("eval_judge_backend=openai needs eval_judge_base_url (e.g. http://127.0.0.1:8000/v1) "
                              "and eval_judge_model (the served model name)")
@@ -333,6 +363,7 @@ class GateArgs:
     gate_patience: int = _help("Stop after this many rejected iterations in a row.", default=2)
 
     def __post_init__(self):
+        check_choices(self)
         _check_fraction("gate_min_safety_gain", abs(self.gate_min_safety_gain))
         _check_fraction("gate_max_oversafety_rise", self.gate_max_oversafety_rise)
         _check_fraction("gate_max_utility_drop", self.gate_max_utility_drop)

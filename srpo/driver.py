@@ -22,9 +22,18 @@ import yaml
 
 from srpo import chaos
 from srpo.cli_util import build_from_dict
-from srpo.configs import GateArgs, RunArgs
+from srpo.configs import GateArgs, JudgeArgs, RunArgs
 from srpo.recipe import sections
-from srpo.runfolder import RunFolder, atomic_write_json, atomic_write_text, canonical_hash, outputs_digest
+from srpo.runfolder import (
+    ITEMS,
+    JUDGMENTS,
+    MODEL,
+    RunFolder,
+    atomic_write_json,
+    atomic_write_text,
+    canonical_hash,
+    outputs_digest,
+)
 
 
 class Driver:
@@ -126,7 +135,7 @@ class Driver:
 
     def policy_of(self, iteration: int) -> str:
         step = "sft" if iteration == 0 else RunFolder.iter_step(iteration, "dpo")
-        return str(self.rf.step_dir(step) / "model")
+        return str(self.rf.step_dir(step) / MODEL)
 
     def run_all(self) -> dict:
         import srpo.steps  # noqa: F401  (fail early on a broken install, before any work)
@@ -137,7 +146,7 @@ class Driver:
         from srpo.stages.base import BaseArgs
 
         data_dir = str(self.rf.step_dir("data"))
-        base_model = str(self.rf.step_dir("base") / "model")
+        base_model = str(self.rf.step_dir("base") / MODEL)
         self.execute("base", BaseArgs(run_dir=str(self.rf.root), step="base", seed=self.run.run_seed,
                                       model_dir=resolve_model(self.run.run_model, seed=self.run.run_seed)))
         self.execute("build", self.args("build", "data"))
@@ -185,10 +194,10 @@ class Driver:
         from srpo.runfolder import read_jsonl
 
         eval_dir = self.rf.step_dir(RunFolder.iter_step(t, "eval"))
-        judgments = read_jsonl(self.rf.step_dir(RunFolder.iter_step(t, "judgments")) / "judgments.jsonl")
+        judgments = read_jsonl(self.rf.step_dir(RunFolder.iter_step(t, "judgments")) / JUDGMENTS)
         scores = {k: [j[k] for j in judgments if not j["failed"] and j.get(k) is not None]
-                  for k in ("safety", "effectiveness", "awareness", "preference")}
-        items = read_jsonl(eval_dir / "items.jsonl")[:8]
+                  for k in ("safety", "effectiveness", "awareness", "chain_valid", "preference")}
+        items = read_jsonl(eval_dir / ITEMS)[:8]
         samples = [{"id": i["id"], "query": i["query"], "response": i["response"],
                     "scores": {k: i[k] for k in ("safe", "refused", "task_correct") if k in i}} for i in items]
         tracker.log_iteration(t, self.rf.manifest(RunFolder.iter_step(t, "eval"))["stats"], decision.to_dict(),
@@ -243,7 +252,13 @@ class Driver:
             heldout["base_heldout_task_accuracy"] = base["stats"]["task_accuracy"]
             heldout["base_heldout_safe_rate"] = base["stats"]["safe_rate"]
             heldout["base_heldout_benign_refusal_rate"] = base["stats"]["benign_refusal_rate"]
-        summary = {**heldout, "run": self.run.run_name, "final_iteration": final_iteration,
+        backend = self.recipe.get("judge", {}).get("judge_backend", JudgeArgs.judge_backend)
+        feedback = {"judge_backend": backend, "oracle": backend == "rule"}
+        if feedback["oracle"]:
+            feedback["note"] = ("ORACLE feedback: the rule judge reads the data's labels. These figures are an upper "
+                                "bound for tests, not RLAIF.")
+            print(f"[note] {feedback['note']}", flush=True)
+        summary = {**heldout, "run": self.run.run_name, "final_iteration": final_iteration, "feedback": feedback,
                    "final_policy": self.policy_of(final_iteration), "iterations": rows,
                    "executed_steps": self.executed, "skipped_steps": self.skipped}
         atomic_write_json(self.rf.root / "report" / "summary.json", summary)

@@ -84,11 +84,17 @@ def assistant_message(text: str) -> list[dict]:
 
 
 def generate(model, processor, prompts: list[tuple[str, object]], *, max_new_tokens: int, k: int = 1,
-             do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0) -> list[list[str]]:
-    """Batched generation: one left-padded forward for all prompts, K sequences each (KV cache on).
+             do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+             batch_size: int | None = None) -> list[list[str]]:
+    """Batched generation: one left-padded forward per batch of prompts (all of them when batch_size is None), K
+    sequences each (KV cache on). Every batch starts from `seed`.
 
     prompts: (query, PIL image or None). Returns K texts per prompt, in order.
     """
+    if batch_size and len(prompts) > batch_size:
+        return [texts for i in range(0, len(prompts), batch_size)
+                for texts in generate(model, processor, prompts[i:i + batch_size], max_new_tokens=max_new_tokens,
+                                      k=k, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed)]
     import torch
 
     tok = processor.tokenizer

@@ -1,7 +1,8 @@
 """Preference pairs from judgments: pure functions, tested without a model.
 
-reward = w_s * safety + w_e * effectiveness + w_a * risk_awareness  (scores in [0, 1]; failed judgments excluded);
-with pairwise judging, (w_s + w_e) * preference + w_a * risk_awareness (preference: the sample's win rate).
+reward = w_s * safety + w_e * effectiveness + w_a * risk_awareness + w_f * chain_valid  (scores in [0, 1]; failed
+judgments excluded; a score the judge does not measure, None, adds nothing); with pairwise judging the first two terms
+are (w_s + w_e) * preference (preference: the sample's win rate).
 best-vs-worst: per prompt, the highest-reward sample is chosen and the lowest rejected when their gap >= margin
 (ties broken by the lower sample index, so pairs are deterministic). On benign prompts effectiveness carries the
 reward, so a refusal there is the rejected side: the loop cannot buy safety with refusals.
@@ -12,22 +13,28 @@ from __future__ import annotations
 from collections import defaultdict
 
 
-def reward(judgment: dict, safety_weight: float, effectiveness_weight: float, awareness_weight: float) -> float:
+def reward(judgment: dict, safety_weight: float, effectiveness_weight: float, awareness_weight: float,
+           format_weight: float = 0.0) -> float:
     if judgment.get("preference") is not None:
-        return ((safety_weight + effectiveness_weight) * judgment["preference"]
-                + awareness_weight * judgment["awareness"])
-    return (safety_weight * judgment["safety"] + effectiveness_weight * judgment["effectiveness"]
-            + awareness_weight * judgment["awareness"])
+        value = (safety_weight + effectiveness_weight) * judgment["preference"]
+    else:
+        value = safety_weight * judgment["safety"] + effectiveness_weight * judgment["effectiveness"]
+    if judgment.get("awareness") is not None:
+        value += awareness_weight * judgment["awareness"]
+    if format_weight and judgment.get("chain_valid") is not None:
+        value += format_weight * judgment["chain_valid"]
+    return value
 
 
 def best_vs_worst(judgments: list[dict], *, margin: float, safety_weight: float = 1.0,
-                  effectiveness_weight: float = 1.0, awareness_weight: float = 0.5) -> list[dict]:
+                  effectiveness_weight: float = 1.0, awareness_weight: float = 0.5,
+                  format_weight: float = 0.0) -> list[dict]:
     """One pair per prompt whose best and worst samples differ by >= margin, in prompt order."""
     by_prompt: dict[str, list[tuple[float, int]]] = defaultdict(list)
     for j in judgments:
         if j.get("failed"):
             continue
-        r = reward(j, safety_weight, effectiveness_weight, awareness_weight)
+        r = reward(j, safety_weight, effectiveness_weight, awareness_weight, format_weight)
         by_prompt[j["prompt_id"]].append((r, j["sample_idx"]))
     pairs = []
     for prompt_id in sorted(by_prompt):

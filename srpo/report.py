@@ -29,7 +29,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from srpo.runfolder import RunFolder, atomic_write_text
+from srpo.runfolder import METRICS, RunFolder, atomic_write_text
 
 PLOTS = {  # id -> (title, caption)
     "frontier": ("Safety vs oversafety frontier",
@@ -140,9 +140,13 @@ def load_run(run_dir: str | Path) -> Run:
     for it in iterations.values():
         if it.incomplete:
             notes.append(f"started but not finished (not reported): {', '.join(it.incomplete)}")
+    oracle = [i for i, it in iterations.items() if (it.stats.get("judgments") or {}).get("judge_backend") == "rule"]
+    if oracle:
+        notes.append(f"ORACLE feedback in iteration(s) {', '.join(map(str, oracle))}: the rule judge reads the data's "
+                     "labels, so these results are an upper bound for tests, not RLAIF.")
     if not any(it.metrics for it in iterations.values()):
         notes.append("no evaluation has finished yet: no metrics, frontier or gallery.")
-    base = rf.output_json(BASE_EVAL, "metrics.json")
+    base = rf.output_json(BASE_EVAL, METRICS)
     base = base if isinstance(base, dict) and base else rf.step_stats(BASE_EVAL)
     return Run(rf, name, iterations, sft, base, notes, rf.summary())
 

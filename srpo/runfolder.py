@@ -19,6 +19,22 @@ MANIFEST = "manifest.json"
 FINGERPRINT = ".fingerprint"  # written when a step starts: partial work under another fingerprint is discarded
 LEDGER = "ledger.jsonl"
 
+# Artifact names: what each step writes inside its folder (the only place they are spelled).
+PAIRS = "pairs.jsonl"  # data: the built pairs (train and eval splits)
+SFT_MIX = "sft_mix.jsonl"  # data: rows SFT trains on beside the chains ({id, query, image, completion, kind})
+QUARANTINE = "quarantine.jsonl"  # data: source rows refused, with file, line, field and reason
+FAILED = "failed.jsonl"  # data: pairs whose chain the teacher could not write
+IMAGES = "images"  # data: the pairs' images
+MODEL = "model"  # base, sft, dpo: the policy (full weights or an adapter, with its processor)
+LOG_HISTORY = "log_history.json"  # sft, dpo: the trainer's log
+SAMPLES = "samples.jsonl"  # samples: {prompt_id, sample_idx, response}
+JUDGMENTS = "judgments.jsonl"  # judgments: one Judgment per sample
+GENERATIONS = "generations.jsonl"  # eval: raw responses, appended per batch (resume)
+ITEMS = "items.jsonl"  # eval: every item with its responses and scores
+METRICS = "metrics.json"  # eval: per-suite and gating metrics
+GATE = "gate.json"  # iter_NNN: the gate's decision
+SUMMARY = "summary.json"  # report: the run's final figures
+
 
 def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = True) -> None:
     """Write to a temp file in the same folder, fsync, then rename: readers see the old file or the new one."""
@@ -133,7 +149,7 @@ class RunFolder:
         return f"iter_{iteration:03d}/{stage}"
 
     def gate_path(self, iteration: int) -> Path:
-        return self.root / f"iter_{iteration:03d}" / "gate.json"
+        return self.root / f"iter_{iteration:03d}" / GATE
 
     @property
     def ledger_path(self) -> Path:
@@ -212,20 +228,20 @@ class RunFolder:
 
     def eval_metrics(self, iteration: int) -> dict | None:
         """iter_NNN/eval/metrics.json."""
-        metrics = self.output_json(self.iter_step(iteration, "eval"), "metrics.json")
+        metrics = self.output_json(self.iter_step(iteration, "eval"), METRICS)
         return metrics if isinstance(metrics, dict) else None
 
     def eval_items(self, iteration: int) -> list[dict]:
         """iter_NNN/eval/items.jsonl: one scored eval answer per row."""
-        return self.output_jsonl(self.iter_step(iteration, "eval"), "items.jsonl")
+        return self.output_jsonl(self.iter_step(iteration, "eval"), ITEMS)
 
     def judgments(self, iteration: int) -> list[dict]:
         """iter_NNN/judgments/judgments.jsonl: one judge verdict per sampled response."""
-        return self.output_jsonl(self.iter_step(iteration, "judgments"), "judgments.jsonl")
+        return self.output_jsonl(self.iter_step(iteration, "judgments"), JUDGMENTS)
 
     def log_history(self, step: str) -> list:
         """The trainer's log_history.json of a finished training step (`sft`, `iter_NNN/dpo`); [] when none."""
-        history = self.output_json(step, "log_history.json")
+        history = self.output_json(step, LOG_HISTORY)
         return history if isinstance(history, list) else []
 
     def gate(self, iteration: int) -> dict | None:
@@ -245,7 +261,7 @@ class RunFolder:
 
     def summary(self) -> dict | None:
         """report/summary.json, written by `srpo run` when a run finishes; None before that."""
-        summary = self._read_json(self.report_dir / "summary.json")
+        summary = self._read_json(self.report_dir / SUMMARY)
         return summary if isinstance(summary, dict) else None
 
     @staticmethod

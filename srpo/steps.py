@@ -126,7 +126,34 @@ def model_stamp(folder: Path) -> str:
 
 
 class StepRun:
-    """Context for one execution of a step: `folder`, `fingerprint`, `begin()`, then `finish(outputs, stats)`."""
+    """One execution of a step: `folder`, `fingerprint`, then `with step:` (begin: keep or wipe partial work) around
+    the work, which ends with `finish(outputs, stats)` (the manifest, last).
+
+        step = StepRun.of(args, inputs(args), command="sample")
+        if step.done():
+            return None
+        with step:
+            ...
+            return step.finish([SAMPLES], stats)
+    """
+
+    @classmethod
+    def of(cls, args, inputs: dict[str, str], command: str, default_step: str = "") -> StepRun:
+        """The step named by `args.step` in the run folder `args.run_dir` (the run folder maps names to paths)."""
+        from srpo.runfolder import RunFolder
+
+        name = args.step or default_step
+        return cls(name, args, inputs, RunFolder(Path(args.run_dir)).step_dir(name), command=command)
+
+    def __enter__(self) -> StepRun:
+        self.begin()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        # Partial work stays for the resume after an error; a body that returned without its manifest is a bug.
+        if exc_type is None and not self.finished:
+            raise RuntimeError(f"step {self.name} ended without finish(): no manifest was written")
+        return False
 
     def __init__(self, name: str, args, inputs: dict[str, str], folder: str | os.PathLike, command: str):
         self.name = name
@@ -138,6 +165,7 @@ class StepRun:
         self.fingerprint = canonical_hash({"step": name.split("/")[-1], "config": fingerprinted,
                                            "inputs": {k: v["digest"] for k, v in self.inputs.items()}})
         self.started = time.time()
+        self.finished = False
 
     def done(self) -> bool:
         m = self.folder / MANIFEST
@@ -164,6 +192,7 @@ class StepRun:
         atomic_write_text(marker, self.fingerprint + "\n")
 
     def finish(self, outputs: list[str], stats: dict | None = None) -> dict | None:
+        self.finished = True
         if not is_main_process():
             return None
         import yaml

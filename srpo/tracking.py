@@ -45,8 +45,9 @@ class Tracker:
             scalars["gate/stopped"] = 1.0 if gate["decision"] == "stop" else 0.0
             scalars.update({f"gate/{k}": v for k, v in gate.get("deltas", {}).items()})
         if judge:
-            for key in ("judge_failure_rate", "mean_safety", "mean_effectiveness", "mean_awareness", "failures",
-                        "mean_preference", "comparisons", "comparison_failures", "position_a_rate"):
+            for key in ("judge_failure_rate", "mean_safety", "mean_effectiveness", "mean_awareness",
+                        "mean_chain_valid",
+                        "failures", "mean_preference", "comparisons", "comparison_failures", "position_a_rate"):
                 if isinstance(judge.get(key), (int, float)):
                     scalars[f"judge/{key}"] = judge[key]
             scalars.update(cost_panel(judge))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from srpo.runfolder import atomic_write_text
+from srpo.runfolder import LOG_HISTORY, MODEL, atomic_write_text
 
 # Timings, and counters the Trainer does not restore on resume (TRL's num_tokens; train_loss averages only the steps
 # of the last process): dropped so the saved history is the same whether or not the step was killed and resumed.
@@ -74,13 +74,13 @@ def finalize_training(trainer, processor, folder: Path) -> dict:
     model = trainer.accelerator.unwrap_model(trainer.model)
     if "ref" in getattr(model, "peft_config", {}):
         model.delete_adapter("ref")  # TRL's frozen reference copy (QLoRA DPO) is not part of the policy
-    trainer.save_model(str(folder / "model"))
+    trainer.save_model(str(folder / MODEL))
     if trainer.is_world_process_zero():
         # The Trainer also pickles its arguments there; a policy folder holds safetensors and JSON only.
-        (folder / "model" / "training_args.bin").unlink(missing_ok=True)
-        processor.save_pretrained(str(folder / "model"))
+        (folder / MODEL / "training_args.bin").unlink(missing_ok=True)
+        processor.save_pretrained(str(folder / MODEL))
         history = [{k: v for k, v in h.items() if k not in _VOLATILE_KEYS} for h in trainer.state.log_history]
-        atomic_write_text(folder / "log_history.json", json.dumps(history, indent=1, sort_keys=True))
+        atomic_write_text(folder / LOG_HISTORY, json.dumps(history, indent=1, sort_keys=True))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"global_step": trainer.state.global_step, "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None}
@@ -187,3 +187,26 @@ def check_resume_world_size(checkpoint: str | None, world_size: int) -> None:
         "resuming %s, written by %d process(es), with %d: weights, optimizer and scheduler load, but the data "
         "position and random streams are per process, so the rest of the run will not match an uninterrupted one "
         "(and the global batch changes unless gradient_accumulation_steps is adjusted)", checkpoint, saved, world_size)
+
+
+def train_and_save(trainer, processor, args, folder: Path) -> dict:
+    """The part SFT and DPO share after building their trainer: the kill-test callback, resume from the last
+    checkpoint (refused at another world size), train, save the policy and its log, drop the checkpoints."""
+    import shutil
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from srpo import chaos
+    from srpo.steps import is_main_process
+
+    callback = chaos.trainer_callback(args.step)
+    if callback is not None:
+        trainer.add_callback(callback)
+    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).exists() else None
+    check_resume_world_size(last, args.world_size)
+    restore_full_weights(trainer.model, last, args)
+    trainer.train(resume_from_checkpoint=last)
+    stats = finalize_training(trainer, processor, folder)
+    if is_main_process():
+        shutil.rmtree(args.output_dir, ignore_errors=True)  # checkpoints were only resume points
+    return stats

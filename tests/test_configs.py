@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from srpo.cli_util import ConfigError, parse_step_args
-from srpo.configs import SampleArgs
+from srpo.configs import JudgeArgs, SampleArgs
 from srpo.driver import Driver
 from srpo.recipe import load_recipe
 
@@ -103,3 +103,92 @@ def test_accelerate_config_that_cannot_run_here(tmp_path):
 
     if not torch.cuda.is_available():
         assert "needs GPUs" in machine_problems(str(fsdp))[0]
+
+
+def _literal_fields():
+    """(config class, field name, choices) for every choice field of srpo.configs."""
+    import dataclasses
+    import inspect
+
+    from srpo import configs
+
+    out = []
+    for _, cls in inspect.getmembers(configs, dataclasses.is_dataclass):
+        for name, tp in configs.field_types(cls).items():
+            choices = configs.literal_choices(tp)
+            if choices is not None:
+                out.append((cls, name, choices))
+    return out
+
+
+def test_choice_fields_are_literals_shown_by_the_parser():
+    from transformers import HfArgumentParser
+
+    fields = _literal_fields()
+    names = {name for _, name, _ in fields}
+    assert {"judge_backend", "judge_mode", "sample_backend", "build_teacher", "build_twins", "eval_judge_backend",
+            "run_reference_policy"} <= names
+    for cls, name, choices in fields:
+        action = next(a for a in HfArgumentParser([cls])._actions if a.dest == name)
+        assert list(action.choices) == list(choices), (cls.__name__, name)
+        assert getattr(cls(), name) in choices  # the default is one of them
+    judge = next(a for a in HfArgumentParser([JudgeArgs])._actions if a.dest == "judge_backend")
+    assert list(judge.choices) == ["self", "openai", "hf", "rule"]
+
+
+def test_every_choice_field_refuses_a_bad_value_by_name():
+    from srpo.cli_util import build_from_dict
+
+    fields = _literal_fields()
+    assert len(fields) >= 7
+    for cls, name, choices in fields:
+        with pytest.raises(ConfigError) as e:
+            build_from_dict(cls, {name: "not-a-choice"}, f"r [{cls.__name__}]")
+        assert f"{name} must be one of {', '.join(map(str, choices))}; got 'not-a-choice'" in str(e.value)
+        assert f"r [{cls.__name__}]" in str(e.value)
+
+
+def test_bad_choice_in_a_recipe_gets_the_generic_message(tmp_path):
+    from srpo.recipe import check_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("judge:\n  judge_mode: both\nrun:\n  run_reference_policy: base\n")
+    joined = "\n".join(check_recipe(str(path)))
+    assert "[judge]: judge_mode must be one of pointwise, pairwise; got 'both'" in joined
+    assert "[run]: run_reference_policy must be one of sft, previous; got 'base'" in joined
+
+
+@pytest.mark.parametrize("section,text,words", [
+    ("sample", "sample_k: many", ["sample_k must be an integer (int)", "'many'"]),
+    ("sample", "sample_k: 2.5", ["sample_k must be an integer (int)", "2.5"]),
+    ("sft", "max_steps: [1]", ["max_steps must be an integer (int)", "[1]"]),
+    ("pairs", "pairs_margin: lots", ["pairs_margin must be a number (float)", "'lots'"]),
+    ("sft", "save_total_limit: some", ["save_total_limit must be an integer (int | None)", "'some'"]),
+    ("build", "build_strict: yes please", ["build_strict must be true or false (bool)", "'yes please'"]),
+    ("build", "build_strict: 1", ["build_strict must be true or false (bool)", "got 1"]),
+    ("eval", "eval_suites: 3", ["eval_suites must be a list of str", "(list[str])", "got 3"]),
+    ("eval", "eval_suites: {tiny: 1}", ["eval_suites must be a list of str", "{'tiny': 1}"]),
+])
+def test_wrong_typed_value_names_key_and_type(tmp_path, section, text, words):
+    from srpo.recipe import check_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(f"{section}:\n  {text}\n")
+    joined = "\n".join(check_recipe(str(path)))
+    assert f"[{section}]" in joined
+    for w in words:
+        assert w in joined, (w, joined)
+
+
+def test_numbers_read_as_strings_still_parse(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("sample:\n  sample_temperature: 1e-3\n  sample_top_p: 1\nsft:\n  learning_rate: 3e-3\n"
+                    "eval:\n  eval_suites: tiny\n")
+    recipe = load_recipe(str(path))
+    assert recipe["sample"]["sample_temperature"] == "1e-3"  # YAML's reading, without a dot
+    driver = Driver(recipe, str(path))
+    sample = driver.args("sample", "s", policy_dir="p/model", data_dir="d")
+    assert sample.sample_temperature == pytest.approx(1e-3) and isinstance(sample.sample_temperature, float)
+    assert sample.sample_top_p == 1
+    assert driver.args("sft", "sft", data_dir="d", model_dir="m").learning_rate == pytest.approx(3e-3)
+    assert driver.args("eval", "e", policy_dir="p/model", data_dir="d").eval_suites == ["tiny"]

@@ -10,18 +10,10 @@ import pytest
 from PIL import Image
 
 from srpo.configs import EvalArgs
-from srpo.evals.scoring import (
-    UNPARSEABLE,
-    RuleJudge,
-    TextJudge,
-    Verdict,
-    majority,
-    make_judge,
-    parse_verdict,
-    score_responses,
-    suite_metrics,
-)
+from srpo.evals.scoring import majority, score_responses, suite_metrics
 from srpo.evals.suites import SUITES, SuiteError, load_suite
+from srpo.judges.backends import RuleJudge, TextJudge, make_judge
+from srpo.judges.verdict import UNPARSEABLE, Verdict, parse_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -123,16 +115,22 @@ def test_suite_errors_say_what_to_pass(tmp_path):
 
 
 def test_eval_args_validation_with_fixing_hints(bench_root):
+    from srpo.evals.suites import check_suites
+
+    def check(**kw):
+        a = EvalArgs(**kw)
+        check_suites(a.eval_suites, a.eval_gating_suites, a.eval_data_root)
+
     with pytest.raises(ValueError, match=r"unknown suite\(s\) \['xstst'\].*known suites: siuo"):
-        EvalArgs(eval_suites=["xstst"], eval_data_root=str(bench_root))
+        check(eval_suites=["xstst"], eval_data_root=str(bench_root))
     with pytest.raises(ValueError, match="set eval_data_root"):
-        EvalArgs(eval_suites=["tiny", "xstest_safe"])
+        check(eval_suites=["tiny", "xstest_safe"])
     with pytest.raises(ValueError, match="is not a folder"):
-        EvalArgs(eval_suites=["tiny", "xstest_safe"], eval_data_root=str(bench_root / "nope"))
+        check(eval_suites=["tiny", "xstest_safe"], eval_data_root=str(bench_root / "nope"))
     with pytest.raises(ValueError, match="not in eval_suites"):
-        EvalArgs(eval_suites=["tiny"], eval_gating_suites=["xstest_safe"], eval_data_root=str(bench_root))
+        check(eval_suites=["tiny"], eval_gating_suites=["xstest_safe"], eval_data_root=str(bench_root))
     with pytest.raises(ValueError, match="need both unsafe and benign"):
-        EvalArgs(eval_suites=["xstest_safe"], eval_gating_suites=["xstest_safe"], eval_data_root=str(bench_root))
+        check(eval_suites=["xstest_safe"], eval_gating_suites=["xstest_safe"], eval_data_root=str(bench_root))
     with pytest.raises(ValueError, match="eval_judge_base_url"):
         EvalArgs(eval_judge_backend="openai")
     args = EvalArgs(eval_suites="xstest_safe,xstest_unsafe", eval_gating_suites=["xstest_safe,xstest_unsafe"],
@@ -222,8 +220,11 @@ def _rows(folder: Path) -> list[dict]:
 
 
 def test_eval_step_on_suites_with_a_garbage_stub_judge(tiny_model, tiny_data, bench_root, tmp_path):
-    def stub(prompt: str) -> str:  # garbage whenever the request mentions "kill"
-        return "no idea" if "kill" in prompt.split("[Assistant response]")[0] else "SAFE: yes\nEFFECTIVE: partially"
+    def stub(prompt: str) -> str:  # garbage whenever the request mentions "kill"; unsafe when it mentions "my kid"
+        request = prompt.split("[Assistant response]")[0]
+        if "kill" in request:
+            return "no idea"
+        return f"SAFE: {'no' if 'my kid' in request else 'yes'}\nEFFECTIVE: partially"
 
     args = _args(tiny_model, tiny_data, tmp_path, "eval_a",
                  eval_suites=["tiny", "xstest_safe", "xstest_unsafe", "siuo", "mossbench_benign"],
@@ -234,8 +235,10 @@ def test_eval_step_on_suites_with_a_garbage_stub_judge(tiny_model, tiny_data, be
     assert manifest["stats"]["safe_rate"] == metrics["safe_rate"]
     # Top-level gating keys come from the gating suite (tiny) only.
     assert metrics["gating_suites"] == ["tiny"] and metrics["n_unsafe"] + metrics["n_benign"] == 23
-    for key in ("safe_rate", "benign_refusal_rate", "task_accuracy"):
-        assert 0.0 <= metrics[key] <= 1.0
+    # The judge's vote, not the refusal classifier, sets the safe rate: 4 of the 7 unsafe tiny items ask about "my
+    # kid" (refusal-based it would be 1.0, as the random tiny model answers nothing; pooled over every suite, 7/11).
+    assert metrics["safe_rate"] == round(3 / 7, 6) and metrics["per_category_safe_rate"] == {
+        "dangerous_behavior": round(3 / 7, 6)}
     xs = metrics["suites"]["xstest_safe"]
     assert xs["load"]["taken"] == 3 and xs["load"]["skipped"] == {"empty_query": 1}
     assert xs["metrics"]["judge_failures"] == 1 and xs["metrics"]["judge_failure_rate"] == pytest.approx(1 / 3)
@@ -245,6 +248,9 @@ def test_eval_step_on_suites_with_a_garbage_stub_judge(tiny_model, tiny_data, be
     assert "benign_refusal_rate_ci95" in metrics["suites"]["mossbench_benign"]["metrics"]
     rows = _rows(folder)
     assert {r["suite"] for r in rows} == {"tiny", "xstest_safe", "xstest_unsafe", "siuo", "mossbench_benign"}
+    tiny_benign = [r for r in rows if r["suite"] == "tiny" and r["label"] == "benign"]
+    for key, item_key in (("benign_refusal_rate", "refused"), ("task_accuracy", "task_correct")):
+        assert metrics[key] == round(sum(r[item_key] for r in tiny_benign) / len(tiny_benign), 6), key
     assert len(rows) == 23 + 3 + 3 + 2 + 2
     failed = [r for r in rows if r["judge_failed"]]
     assert {r["id"] for r in failed} == {"xstest:1", "xstest:5"}

@@ -1,4 +1,4 @@
-"""ChatClient and the answer cache against a real loopback server that injects faults (tests/fault_server.py)."""
+"""ChatClient and the answer cache against a real loopback server that injects faults (srpo.testing.fault_server)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import socket
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `srpo` and `tests.fault_server` from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `srpo` from a checkout
 
 from srpo.cache import CachedChatClient, DiskCache, cache_key
 from srpo.chain import parse_chain
@@ -28,7 +29,7 @@ from srpo.clients import (
     parse_retry_after,
     validate_chain,
 )
-from tests.fault_server import FaultServer
+from srpo.testing.fault_server import FaultServer
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = bytes.fromhex(
@@ -45,7 +46,7 @@ def server():
 
 
 def make_client(srv: FaultServer, **kw) -> ChatClient:
-    opts = {"api_key_env": None, "timeout_s": 0.5, "backoff_base_s": 0.01, "backoff_max_s": 0.2, "concurrency": 8}
+    opts = {"api_key_env": None, "timeout_s": 0.5, "concurrency": 8}
     opts.update(kw)
     return ChatClient(srv.url, "fake-teacher", **opts)
 
@@ -63,6 +64,10 @@ def test_plain_request_returns_a_parseable_chain_and_counts_tokens(server):
     stats = client.stats()
     assert stats["calls"] == 1 and stats["ok"] == 1 and stats["completion_tokens"] == res.completion_tokens
     assert stats["estimated_cost_usd"] == pytest.approx(res.prompt_tokens / 1000 + 2 * res.completion_tokens / 1000)
+    assert client.to_manifest()["sdk"].startswith("openai ")
+    assert server.authorization_seen == set()  # no key configured: no Authorization header (not the SDK's placeholder)
+    # Closing drops the connections, not the client: the next call opens new ones.
+    assert client.complete("And this one?").ok and client.stats()["calls"] == 2
 
 
 RETRIED = {
@@ -77,6 +82,7 @@ RETRIED = {
     "malformed_json": "malformed_json",
     "missing_choices": "missing_choices",
     "connection_reset": "connection_reset",
+    "cut_body": "connection_reset",
 }
 
 
@@ -144,7 +150,7 @@ def test_connection_refused_is_reported():
     with socket.socket() as s:  # a port nobody listens on: bind, read it, close
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    client = ChatClient(f"http://127.0.0.1:{port}/v1", "m", api_key_env=None, max_retries=1, backoff_base_s=0.01)
+    client = ChatClient(f"http://127.0.0.1:{port}/v1", "m", api_key_env=None, max_retries=1)
     res = client.complete("hello")
     assert not res.ok and res.error == "exhausted_retries" and res.last_error == "connection_error"
 
@@ -153,20 +159,39 @@ def test_connection_refused_is_reported():
 
 
 def test_retry_after_seconds_is_honoured():
-    with FaultServer(retry_after_s=1) as srv, make_client(srv, backoff_base_s=0.001, backoff_max_s=5) as client:
+    with FaultServer(retry_after_s=1) as srv, make_client(srv) as client:
         t0 = time.monotonic()
         res = client.complete("q <<fault:http_429_retry_after>>")
         waited = time.monotonic() - t0
     assert res.ok and res.attempts == 2
-    assert waited >= 1.0, waited
+    assert waited >= 1.0, waited  # the SDK's own first backoff is at most 0.5 s: this was the header's wait
     assert waited < 2.5, waited
 
 
-def test_retry_after_is_capped_and_replaces_backoff():
-    slept: list[float] = []
-    with FaultServer(retry_after_s=100) as srv, make_client(srv, backoff_max_s=0.05, sleep=slept.append) as client:
-        res = client.complete("q <<fault:http_429_retry_after*2>>")
-    assert res.ok and slept == [0.05, 0.05]
+def test_retry_after_as_an_http_date_is_honoured():
+    with FaultServer(retry_after_s=2) as srv, make_client(srv) as client:
+        t0 = time.monotonic()
+        res = client.complete("q <<fault:http_429_date>>")
+        waited = time.monotonic() - t0
+    assert res.ok and res.attempts == 2 and client.stats()["retries"] == {"http_429": 1}
+    assert waited >= 0.9, waited  # the date has whole seconds, so the wait is between 1 and 2 s
+    assert waited < 3.5, waited
+
+
+def test_retry_after_longer_than_the_sdk_waits_is_never_slept():
+    with FaultServer(retry_after_s=1000) as srv, make_client(srv) as client:
+        t0 = time.monotonic()
+        res = client.complete("q <<fault:http_429_retry_after>>")
+        waited = time.monotonic() - t0
+        received = srv.requests_received
+    assert waited < 1.5, waited
+    stats = client.stats()
+    if res.ok:  # openai 1.x: ignores a Retry-After past its limit and retries after its own backoff
+        assert (res.attempts, received, stats["retries"]) == (2, 2, {"http_429": 1})
+    else:  # openai 3: does not retry at all when it will not wait as long as the server asks
+        assert (res.error, res.attempts, res.text, received) == ("http_429", 1, None, 1)
+        assert "Retry-After: 1000s" in res.detail
+        assert stats["failures"] == {"http_429": 1} and stats["retries"] == {}
 
 
 def test_parse_retry_after_forms():
@@ -179,19 +204,29 @@ def test_parse_retry_after_forms():
     assert parse_retry_after(formatdate(now - 30, usegmt=True), now=now) == 0.0
 
 
-def test_backoff_is_exponential_jittered_and_deterministic_per_seed():
-    def delays(seed: int) -> list[float]:
-        slept: list[float] = []
-        with FaultServer() as srv, make_client(srv, seed=seed, backoff_base_s=1.0, backoff_max_s=6.0,
-                                               sleep=slept.append) as client:
-            assert client.complete("q <<fault:http_500*4>>").ok
-        return slept
+def test_retries_back_off():
+    with FaultServer() as srv, make_client(srv) as client:
+        t0 = time.monotonic()
+        res = client.complete("q <<fault:http_500*2>>")
+        waited = time.monotonic() - t0
+    assert res.ok and res.attempts == 3 and client.stats()["retries"] == {"http_500": 2}
+    # The SDK waits about 0.5 s, then about 1 s (each cut by at most a quarter): not a burst of immediate retries.
+    assert 1.1 <= waited < 4.0, waited
 
-    a, b, other = delays(7), delays(7), delays(8)
-    assert a == b and a != other
-    for i, d in enumerate(a):
-        cap = min(6.0, 2.0 ** i)
-        assert cap / 2 <= d <= cap  # at least half the exponential step, never more than the cap
+
+def test_backoff_settings_other_than_the_defaults_are_reported_as_unused(caplog):
+    with caplog.at_level(logging.WARNING, logger="srpo.clients"):
+        ChatClient("http://127.0.0.1:9/v1", "m", api_key_env=None, backoff_base_s=0.5, backoff_max_s=30.0)
+        assert not caplog.records
+        ChatClient("http://127.0.0.1:9/v1", "m", api_key_env=None, backoff_base_s=0.01)
+    assert "not used" in caplog.text and "0.01" in caplog.text
+
+
+def test_importing_the_clients_does_not_import_the_sdk():
+    code = ("import sys, srpo, srpo.clients, srpo.cache, srpo.testing.fault_server; "
+            "print(sorted(m for m in ('openai', 'httpx', 'httpx2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip() == "[]"
 
 
 # ------------------------------------------------------------------------------------------------------ concurrency
@@ -278,7 +313,8 @@ def test_failures_are_not_cached(server, tmp_path):
         cached = CachedChatClient(client, DiskCache(tmp_path / "c"))
         reqs = ["q1 <<fault:http_400>>", "q2 <<fault:http_503>>", "q3 <<fault:truncated_chain*2>>"]
         first = cached.complete_many(reqs, validate=validate_chain, max_reasks=1)
-        assert [r.ok for r in first] == [False, False, False]
+        # With no retries a 503 has used up its one attempt; a 400 is final whatever the budget.
+        assert [r.error for r in first] == ["http_400", "exhausted_retries", "invalid_answer"]
         assert not any(cached.key_for(r) in cached.cache for r in reqs)
         assert not list((tmp_path / "c").rglob("*.json"))
         # The markers are spent, so the next run's retries succeed and only then get stored.

@@ -33,3 +33,18 @@ def test_weights_and_ties_are_deterministic():
     assert safety_first[0]["chosen_idx"] == 0
     tied = best_vs_worst([j("p", 0, 1, 1), j("p", 1, 1, 1), j("p", 2, 0, 0)], margin=0.1)
     assert tied[0]["chosen_idx"] == 0
+
+
+def test_unmeasured_awareness_adds_nothing_and_format_has_its_own_weight():
+    from srpo.pairing import reward
+
+    model_judged = {"safety": 1.0, "effectiveness": 0.5, "awareness": None, "chain_valid": 1.0}
+    assert reward(model_judged, 1.0, 1.0, 0.5) == 1.5  # awareness not measured: no term, and no crash
+    assert reward(model_judged, 1.0, 1.0, 0.5, format_weight=0.25) == 1.75
+    rule_judged = {"safety": 1.0, "effectiveness": 0.0, "awareness": 1.0, "chain_valid": 0.0}
+    assert reward(rule_judged, 1.0, 1.0, 0.5, format_weight=0.25) == 1.5
+    # A chain that parses but answers worse must not win on format alone unless format is weighted.
+    judgments = [{**model_judged, "prompt_id": "p", "sample_idx": 0, "effectiveness": 1.0, "chain_valid": 0.0},
+                 {**model_judged, "prompt_id": "p", "sample_idx": 1, "effectiveness": 0.5, "chain_valid": 1.0}]
+    assert best_vs_worst(judgments, margin=0.1)[0]["chosen_idx"] == 0
+    assert best_vs_worst(judgments, margin=0.1, format_weight=1.0)[0]["chosen_idx"] == 1

@@ -107,8 +107,8 @@ def test_pairwise_judge_step_through_an_endpoint(tiny_data, tmp_path, monkeypatc
     some calls with HTTP 500 (retried): judgments from win rates, comparisons and cost in the manifest, and a rerun
     from the cache makes no call."""
     from srpo.stages import judge
+    from srpo.testing.fault_server import FaultServer
     from srpo.tracking import cost_panel
-    from tests.fault_server import FaultServer
 
     monkeypatch.setenv("SRPO_TEST_JUDGE_KEY", "sk-test-judge")
     pairs = [json.loads(line) for line in (tiny_data / "pairs.jsonl").read_text().splitlines()][:3]

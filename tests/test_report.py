@@ -411,3 +411,27 @@ def test_renders_in_headless_chromium(run_dir, tmp_path):
     assert non_white > 0.03, f"screenshot is (almost) blank: {non_white:.1%} non-white pixels"
     assert colours > 50, "screenshot has too few colours to contain the plots"
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_oracle_feedback_is_said_in_summary_and_report(run_dir, capsys, monkeypatch):
+    import srpo.report
+    from srpo.driver import Driver
+
+    md, html_text = _both(run_dir)
+    assert "ORACLE" not in md and "ORACLE" not in html_text  # the fixture's judge is not named: no claim either way
+    stats_path = run_dir / "iter_001" / "judgments" / "manifest.json"
+    manifest = json.loads(stats_path.read_text())
+    manifest["stats"]["judge_backend"] = "rule"
+    stats_path.write_text(json.dumps(manifest))
+    md, html_text = _both(run_dir)
+    assert "ORACLE feedback in iteration(s) 1" in md and "ORACLE feedback in iteration(s) 1" in html_text
+    monkeypatch.setattr(srpo.report, "write_report", lambda root: Path(root) / "x")
+    for backend, oracle in (("rule", True), ("self", False)):
+        driver = Driver({"run": {"run_runs_dir": str(run_dir.parent), "run_name": run_dir.name,
+                                 "run_eval_base": False}, "judge": {"judge_backend": backend}})
+        summary = driver.summary([SimpleNamespace(decision="accept"), SimpleNamespace(decision="reject")], 1)
+        assert summary["feedback"]["oracle"] is oracle and summary["feedback"]["judge_backend"] == backend
+        assert ("ORACLE" in capsys.readouterr().out) is oracle
+    default = Driver({"run": {"run_runs_dir": str(run_dir.parent), "run_name": run_dir.name, "run_eval_base": False}})
+    assert default.summary([SimpleNamespace(decision="accept")], 1)["feedback"] == {"judge_backend": "self",
+                                                                                     "oracle": False}

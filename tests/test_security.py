@@ -1,6 +1,5 @@
 """Security defaults, checked on a whole run: a planted API key never reaches any file the run writes; no pickles."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_planted_secret_never_written_anywhere(tiny_model, tmp_path, monkeypatch):
-    from srpo.driver import Driver, load_recipe
-    from tests.fault_server import FaultServer
+    from srpo.driver import Driver
+    from srpo.recipe import load_recipe
+    from srpo.testing.fault_server import FaultServer
 
     monkeypatch.setenv("SRPO_TEST_TEACHER_KEY", SECRET)
     # The teacher's endpoint echoes the Authorization header back in a 401 once and injects faults, so the key
@@ -46,12 +46,16 @@ def test_trust_remote_code_is_off_by_default():
 def test_models_load_from_safetensors_only(tiny_model, tmp_path):
     import shutil
 
+    import torch
+    from safetensors.torch import load_file
+
     from srpo.models import load_policy
 
+    # The same weights as a pickle, which transformers would load if asked (bytes that do not unpickle would fail
+    # either way and prove nothing).
     legacy = tmp_path / "legacy"
     shutil.copytree(tiny_model, legacy)
+    torch.save(load_file(legacy / "model.safetensors"), legacy / "pytorch_model.bin")
     (legacy / "model.safetensors").unlink()
-    (legacy / "pytorch_model.bin").write_bytes(b"not really a pickle")
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="model.safetensors"):
         load_policy(str(legacy))
-    assert os.path.exists(legacy / "pytorch_model.bin")

@@ -1,34 +1,49 @@
-"""An OpenAI-compatible chat client for teachers and judges: standard library only.
+"""An OpenAI-compatible chat client for teachers and judges, on the `openai` SDK.
 
-It POSTs `{base_url}/chat/completions` (OpenAI, vLLM, SGLang, llama.cpp and friends all speak it) from a pool of
-keep-alive connections, with bounded concurrency, retries and a per-request result that is either text or a reason.
+It sends `POST {base_url}/chat/completions` (OpenAI, vLLM, SGLang, llama.cpp and friends all speak it) and gives back,
+for each request, a `ChatResult` that holds either the answer's text or a failure reason code.
 
-Behaviour the rest of the project relies on:
+The SDK does the transport: a pool of keep-alive connections, the timeout (`timeout_s`, for each connect, read and
+write), and the retries (`max_retries`) of timeouts, connection errors, 408, 409, 429 and 5xx. Between attempts it
+waits what the server's `Retry-After` says (seconds or an HTTP date; it does not retry when the wait is longer than
+it allows), or else its own jittered exponential backoff. Other 4xx are final.
 
-* Retries: timeouts, connection errors and resets, 408, 429 and any 5xx, malformed JSON and a body without `choices`
-  are retried with exponential backoff and jitter. The jitter comes from a generator seeded with (client seed, the
-  request's fingerprint), so a rerun waits the same way whatever the thread scheduling. Other 4xx are final.
-* `Retry-After` (seconds or an HTTP date) replaces the backoff when present, capped at `backoff_max_s`.
-* `complete_many(requests, validate=...)`: when `validate(text)` returns an error string the model is re-asked with
-  its own answer and a short correction, at most `max_reasks` times; an answer that never validates ends as a failure
-  with `error="invalid_answer"`, never as text.
-* Secrets: the API key is read from the environment at call time and only ever goes into the Authorization header.
-  It is not an attribute, and error text coming back from a server is scrubbed of it before it reaches a result,
-  a log line, `stats()` or an exception.
+What this module adds, because the SDK does not do it:
+
+* Retries of an unusable 200: a body that is not JSON (`malformed_json`) or that has no text choice
+  (`missing_choices`). The SDK hands these back as they are. They are sent again at once, within the same budget of
+  `1 + max_retries` attempts as the SDK's own retries.
+* Retry counts per reason. The SDK retries inside one call and reports only how the call ended, so the SDK's HTTP
+  transport is wrapped to note what each attempt got (a status, or a transport error). The SDK still does all the
+  retrying. That was chosen over `max_retries=0` and a loop here, which would re-implement its backoff and its
+  `Retry-After` handling just to see each attempt.
+* Re-asks: `complete_many(requests, validate=...)`. When `validate(text)` returns an error string, the model is
+  re-asked with its own answer and a short correction, at most `max_reasks` times. An answer that never validates
+  ends as a failure with `error="invalid_answer"`, never as text.
+* Secrets: the API key is read from the environment variable named by `api_key_env` for each HTTP attempt, and the
+  wrapped transport puts it into that request's Authorization header. Neither this object nor the SDK client holds
+  it (the SDK is given a placeholder, whose header the transport replaces). Error text from a server is scrubbed of
+  it before it reaches a result, a log line, `stats()` or an exception.
+* Accounting: `stats()` counts calls, requests, retries and failures per reason, re-asks, prompt and completion
+  tokens, and an estimated cost from the per-1k prices.
+* Bounded concurrency: `complete_many` runs at most `concurrency` requests at once, on a thread pool that shares
+  one SDK client.
+* Results: each request ends as text or as a reason code (timeout, connection_error, http_503, exhausted_retries,
+  invalid_answer, ...). Failures are counted and never become text.
+
+`backoff_base_s`, `backoff_max_s` and `seed` are still accepted, so existing callers and configs keep working, and
+they are recorded in the manifest. The waits are the SDK's; a warning says so when the backoff is set to other values.
 """
 
 from __future__ import annotations
 
 import base64
 import email.utils
-import hashlib
-import http.client
-import json
+import functools
+import importlib
 import logging
 import os
-import random
 import re
-import ssl
 import threading
 import time
 from collections import Counter
@@ -56,8 +71,11 @@ MISSING_CHOICES = "missing_choices"
 EXHAUSTED_RETRIES = "exhausted_retries"
 INVALID_ANSWER = "invalid_answer"
 
-_RETRYABLE_STATUS = frozenset({408, 429})  # plus every 5xx
+_TRANSIENT = frozenset({TIMEOUT, CONNECTION_RESET, CONNECTION_ERROR, PROTOCOL_ERROR, MALFORMED_JSON, MISSING_CHOICES})
+_TRANSIENT_STATUS = frozenset({408, 409, 429})  # plus every 5xx: what the SDK retries
 _SAMPLING_KEYS = ("temperature", "max_tokens", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty", "n")
+_DEFAULT_BACKOFF = (0.5, 30.0)
+_PLACEHOLDER_KEY = "placeholder"  # the SDK insists on a key; the transport replaces the header made from it
 _REASK = (
     "Your previous answer could not be used: {error}. Reply again with the complete answer in exactly the required "
     "format, with nothing before or after it."
@@ -70,7 +88,6 @@ class ChatClientError(RuntimeError):
     """Raised by `ChatResult.raise_for_error()`; the message carries the reason code and scrubbed detail only."""
 
 
-# --------------------------------------------------------------------------------------------------------- requests
 
 
 @dataclass
@@ -153,7 +170,6 @@ def validate_chain(text: str) -> str | None:
     return None if parsed.ok else "; ".join(parsed.errors) or "not a risk chain"
 
 
-# ---------------------------------------------------------------------------------------------------------- results
 
 
 @dataclass
@@ -179,21 +195,6 @@ class ChatResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class _Outcome:
-    """One HTTP attempt."""
-
-    ok: bool
-    text: str | None = None
-    error: str | None = None
-    retryable: bool = False
-    retry_after: float | None = None
-    detail: str = ""
-    usage: dict = field(default_factory=dict)
-    finish_reason: str | None = None
-    reused: bool = False  # the attempt ran on a kept-alive connection
 
 
 class _Counters:
@@ -266,11 +267,106 @@ def _redact_url(url: str) -> str:
     return url
 
 
-# ----------------------------------------------------------------------------------------------------------- client
+
+
+@dataclass
+class _Outcome:
+    """How one SDK call ended (the attempts it made are in the caller's attempt list)."""
+
+    ok: bool
+    text: str | None = None
+    error: str | None = None
+    detail: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+
+def _transient(reason: str | None) -> bool:
+    """Whether a failure is of the kind that is retried, so that failing on it after the last attempt means
+    `exhausted_retries`."""
+    if reason in _TRANSIENT:
+        return True
+    status = reason[5:] if reason and reason.startswith("http_") else ""
+    return status.isdigit() and (int(status) in _TRANSIENT_STATUS or int(status) >= 500)
+
+
+def _http_library(openai: Any) -> Any:
+    """The HTTP library the installed SDK is built on: httpx2 from openai 3 on, httpx before."""
+    for cls in openai.DefaultHttpxClient.__mro__:
+        root = cls.__module__.partition(".")[0]
+        if root in ("httpx", "httpx2"):
+            return importlib.import_module(root)
+    raise ImportError(f"cannot tell which HTTP library openai {openai.__version__} is built on")
+
+
+def _transport_reason(lib: Any, exc: BaseException) -> str:
+    if isinstance(exc, lib.TimeoutException):
+        return TIMEOUT
+    if isinstance(exc, lib.ConnectError):
+        return CONNECTION_ERROR
+    if isinstance(exc, (lib.ReadError, lib.WriteError, lib.RemoteProtocolError)):
+        return CONNECTION_RESET  # closed or reset without a (whole) response
+    if isinstance(exc, lib.ProtocolError):
+        return PROTOCOL_ERROR
+    return CONNECTION_ERROR  # DNS, TLS and the like
+
+
+@functools.cache
+def _transport_class(lib: Any) -> type:
+    """A transport for the SDK's HTTP client: it stamps the API key on each attempt and notes how the attempt went."""
+
+    class WatchedStream(lib.SyncByteStream):
+        # A 2xx body is read after the transport has returned; a reset or a timeout while reading it counts too.
+        def __init__(self, stream: Any, note: Callable[[str], None]) -> None:
+            self._stream, self._note = stream, note
+
+        def __iter__(self):
+            try:
+                yield from self._stream
+            except Exception as exc:
+                self._note(_transport_reason(lib, exc))
+                raise
+
+        def close(self) -> None:
+            self._stream.close()
+
+    class WatchedTransport(lib.BaseTransport):
+        def __init__(self, owner: ChatClient, limits: Any) -> None:
+            self._owner = owner
+            self._inner = lib.HTTPTransport(limits=limits)
+
+        def handle_request(self, request: Any) -> Any:
+            self._owner._authorize(request.headers)
+            note = self._owner._new_attempt()
+            try:
+                response = self._inner.handle_request(request)
+            except Exception as exc:
+                note(_transport_reason(lib, exc))
+                raise
+            if 200 <= response.status_code < 300:
+                response.stream = WatchedStream(response.stream, note)
+            else:
+                note(f"http_{response.status_code}")
+            return response
+
+        def close(self) -> None:
+            self._inner.close()
+
+    return WatchedTransport
+
+
+def _field(obj: Any, name: str) -> Any:
+    # The SDK builds its response models without validation, so a part may be a model, a plain dict, or junk.
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, (int, float)) and value >= 0 else 0
 
 
 class ChatClient:
-    """Concurrent, retrying client for `POST {base_url}/chat/completions`."""
+    """Concurrent, retrying client for `POST {base_url}/chat/completions`, on the openai SDK."""
 
     def __init__(
         self,
@@ -280,8 +376,8 @@ class ChatClient:
         concurrency: int = 32,
         timeout_s: float = 60.0,
         max_retries: int = 5,
-        backoff_base_s: float = 0.5,
-        backoff_max_s: float = 30.0,
+        backoff_base_s: float = _DEFAULT_BACKOFF[0],
+        backoff_max_s: float = _DEFAULT_BACKOFF[1],
         max_tokens: int | None = 1024,
         temperature: float | None = 0.0,
         *,
@@ -289,7 +385,6 @@ class ChatClient:
         price_prompt_per_1k: float = 0.0,
         price_completion_per_1k: float = 0.0,
         seed: int = 0,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -305,25 +400,24 @@ class ChatClient:
         self.max_retries = int(max_retries)
         self.backoff_base_s = float(backoff_base_s)
         self.backoff_max_s = float(backoff_max_s)
+        if (self.backoff_base_s, self.backoff_max_s) != _DEFAULT_BACKOFF:
+            log.warning("backoff_base_s=%g and backoff_max_s=%g are not used: the openai SDK picks the waits "
+                        "between retries", self.backoff_base_s, self.backoff_max_s)
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.top_p = top_p
         self.price_prompt_per_1k = float(price_prompt_per_1k)
         self.price_completion_per_1k = float(price_completion_per_1k)
         self.seed = int(seed)
-        self._sleep = sleep
-        self._scheme = parts.scheme
-        self._host = parts.hostname
-        self._port = parts.port
-        self._path = (parts.path.rstrip("/") or "") + "/chat/completions"
-        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self._counters = _Counters()
-        # Idle keep-alive connections. Each is used by one thread at a time; the lock guards only the list.
-        self._pool: list[http.client.HTTPConnection] = []
-        self._pool_lock = threading.Lock()
+        # Each SDK call runs on one thread, attempts and all, so the transport finds the call's attempt list here.
+        self._local = threading.local()
+        self._sdk_lock = threading.Lock()
+        self._sdk: Any = None
+        self._sdk_client()  # built now, so a missing SDK or a bad setting shows here rather than in the first call
 
-    # --- presentation: never includes the key, only the name of the variable it is read from
     def __repr__(self) -> str:
+        # The name of the key's variable, never the key.
         return (f"ChatClient(base_url={_redact_url(self.base_url)!r}, model={self.model!r}, "
                 f"api_key_env={self.api_key_env!r}, concurrency={self.concurrency})")
 
@@ -335,8 +429,11 @@ class ChatClient:
         return snap
 
     def to_manifest(self) -> dict:
+        import openai
+
         return {
             "client": "openai_compat",
+            "sdk": f"openai {openai.__version__}",
             "base_url": _redact_url(self.base_url),
             "model": self.model,
             "api_key_env": self.api_key_env,
@@ -353,10 +450,11 @@ class ChatClient:
         }
 
     def close(self) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, []
-        for conn in pool:
-            conn.close()
+        """Close the connections; a later call opens new ones."""
+        with self._sdk_lock:
+            sdk, self._sdk = self._sdk, None
+        if sdk is not None:
+            sdk.close()
 
     def __enter__(self) -> ChatClient:
         return self
@@ -364,7 +462,6 @@ class ChatClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- request building
     def sampling_params(self, request: ChatRequest | None = None) -> dict:
         params: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p}
         if request is not None:
@@ -376,11 +473,11 @@ class ChatClient:
         req = coerce_request(request)
         return req.to_messages(), self.sampling_params(req)
 
-    # --- public calls
     def complete(self, request: ChatRequest | str | dict | list, validate: Validator | None = None,
                  max_reasks: int = 2) -> ChatResult:
         req = coerce_request(request)
         messages, params = req.to_messages(), self.sampling_params(req)
+        self._api_key()  # a malformed key fails here, before anything is sent
         return self._complete(messages, params, req.id, validate, max_reasks)
 
     def complete_many(self, requests: Iterable[ChatRequest | str | dict | list], validate: Validator | None = None,
@@ -388,6 +485,7 @@ class ChatClient:
         """Results in request order. Requests are built up front so a caller error (a missing image) fails fast."""
         reqs = [coerce_request(r) for r in requests]
         specs = [(r.to_messages(), self.sampling_params(r), r.id) for r in reqs]
+        self._api_key()
         return self.map(lambda s: self._complete(s[0], s[1], s[2], validate, max_reasks), specs)
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
@@ -400,17 +498,13 @@ class ChatClient:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="srpo-chat") as pool:
             return list(pool.map(fn, items))
 
-    # --- internals
     def _complete(self, messages: list[dict], params: dict, request_id: str | None, validate: Validator | None,
                   max_reasks: int) -> ChatResult:
         self._counters.add(requests=1)
-        fingerprint = hashlib.sha256(json.dumps([messages, params], sort_keys=True).encode()).hexdigest()
-        # Per-request generator: the jitter a request sees does not depend on which thread ran it or when.
-        rng = random.Random(f"{self.seed}:{fingerprint}")
         convo = messages
         attempts = reasks = prompt_tokens = completion_tokens = 0
         while True:
-            res = self._call(convo, params, rng)
+            res = self._call(convo, params)
             attempts += res.attempts
             prompt_tokens += res.prompt_tokens
             completion_tokens += res.completion_tokens
@@ -445,129 +539,133 @@ class ChatClient:
                     f" (last: {res.last_error})" if res.last_error else "", res.detail)
         return res
 
-    def _call(self, messages: list[dict], params: dict, rng: random.Random) -> ChatResult:
-        body = json.dumps({"model": self.model, "messages": messages, **params}).encode("utf-8")
-        out = _Outcome(ok=False)
-        for attempt in range(self.max_retries + 1):
-            self._counters.add(calls=1)
-            out = self._post_once(body)
-            if out.ok:
-                pt, ct = _usage_int(out.usage, "prompt_tokens"), _usage_int(out.usage, "completion_tokens")
-                self._counters.add(prompt_tokens=pt, completion_tokens=ct)
-                return ChatResult(ok=True, text=out.text, attempts=attempt + 1, prompt_tokens=pt, completion_tokens=ct,
-                                  finish_reason=out.finish_reason)
-            if not out.retryable:
-                return ChatResult(ok=False, error=out.error, detail=out.detail, attempts=attempt + 1)
-            if attempt == self.max_retries:
-                break
-            self._counters.count("retries", out.error or "unknown")
-            delay = self._delay(attempt, out, rng)
-            log.debug("retry %d/%d after %s in %.2fs", attempt + 1, self.max_retries, out.error, delay)
-            if delay > 0:
-                self._sleep(delay)
-        return ChatResult(ok=False, error=EXHAUSTED_RETRIES, last_error=out.error, attempts=self.max_retries + 1,
-                          detail=f"gave up after {self.max_retries + 1} attempt(s); last: {out.error}: {out.detail}")
+    def _call(self, messages: list[dict], params: dict) -> ChatResult:
+        """One question, with every attempt it takes: the SDK's retries and ours for an unusable 200."""
+        attempts: list[str | None] = []  # per HTTP attempt: None when it got a 2xx, else why it failed
+        self._local.attempts = attempts
+        try:
+            while True:
+                out = self._send(messages, params, retries=self.max_retries - len(attempts))
+                if out.ok or out.error not in (MALFORMED_JSON, MISSING_CHOICES) or len(attempts) > self.max_retries:
+                    break
+        finally:
+            self._local.attempts = None
+        for reason in attempts[:-1]:  # every attempt but the last was followed by another, so it was retried
+            self._counters.count("retries", reason or "unknown")
+        n = len(attempts)
+        if out.ok:
+            self._counters.add(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens)
+            return ChatResult(ok=True, text=out.text, attempts=n, prompt_tokens=out.prompt_tokens,
+                              completion_tokens=out.completion_tokens, finish_reason=out.finish_reason)
+        if _transient(out.error) and n > self.max_retries:
+            return ChatResult(ok=False, error=EXHAUSTED_RETRIES, last_error=out.error, attempts=n,
+                              detail=f"gave up after {n} attempt(s); last: {out.error}: {out.detail}")
+        return ChatResult(ok=False, error=out.error, detail=out.detail, attempts=n)
 
-    def _delay(self, attempt: int, out: _Outcome, rng: random.Random) -> float:
-        if out.retry_after is not None:
-            # The server said when; waiting less just earns another 429. Capped so a bad header cannot stall a run.
-            return min(out.retry_after, self.backoff_max_s)
-        if out.error == CONNECTION_RESET and out.reused and attempt == 0:
-            # Most likely a kept-alive connection the server had already closed: a fresh one needs no wait.
-            return 0.0
-        cap = min(self.backoff_max_s, self.backoff_base_s * (2 ** attempt))
-        # "Equal jitter": at least half the exponential step (so retries do back off), the rest spread out so a burst
-        # of failures does not come back as a synchronised burst.
-        return cap / 2 + rng.random() * cap / 2
+    def _send(self, messages: list[dict], params: dict, retries: int) -> _Outcome:
+        """One SDK call, which makes up to `1 + retries` attempts; how it ended, as an outcome with a reason code."""
+        import openai
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        with self._pool_lock:
-            conn = self._pool.pop() if self._pool else None
-        if conn is not None:
-            return conn, conn.sock is not None
-        if self._ssl is not None:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout_s,
-                                               context=self._ssl), False
-        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s), False
+        sdk = self._sdk_client()
+        if retries != self.max_retries:
+            sdk = sdk.with_options(max_retries=retries)
+        attempts = self._local.attempts
+        try:
+            completion = sdk.chat.completions.create(model=self.model, messages=messages, **params)
+        except openai.APIStatusError as exc:
+            return _Outcome(False, error=f"http_{exc.status_code}", detail=self._status_detail(exc.response))
+        except openai.APITimeoutError:
+            return _Outcome(False, error=TIMEOUT, detail=f"no answer within {self.timeout_s:g}s")
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            return _Outcome(False, error=(attempts[-1] if attempts else None) or CONNECTION_ERROR,
+                            detail=f"{type(cause).__name__}: {self._scrub(str(cause))[:200]}")
+        except openai.APIError as exc:
+            return _Outcome(False, error=PROTOCOL_ERROR, detail=type(exc).__name__)
+        except ValueError:
+            if not attempts or attempts[-1] is not None:
+                raise  # not from decoding a 2xx body: a bug, not a server fault
+            # The SDK decodes a 2xx body as JSON when it reads it, and lets the decode error through.
+            attempts[-1] = MALFORMED_JSON
+            return _Outcome(False, error=MALFORMED_JSON, detail="a 2xx body that is not JSON")
+        return self._parse(completion, attempts)
 
-    def _release(self, conn: http.client.HTTPConnection) -> None:
-        with self._pool_lock:
-            if len(self._pool) < self.concurrency:
-                self._pool.append(conn)
-                return
-        conn.close()
+    def _parse(self, completion: Any, attempts: list[str | None]) -> _Outcome:
+        if isinstance(completion, str):  # a non-JSON content type: the SDK returns the text
+            attempts[-1] = MALFORMED_JSON
+            return _Outcome(False, error=MALFORMED_JSON, detail=f"a 2xx body of {len(completion)} chars, not JSON")
+        choices = _field(completion, "choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        content = _field(_field(first, "message"), "content")
+        if isinstance(content, list):  # some servers return content parts even for text
+            content = "".join(str(_field(p, "text") or "") for p in content)
+        if not isinstance(content, str):
+            attempts[-1] = MISSING_CHOICES
+            return _Outcome(False, error=MISSING_CHOICES,
+                            detail="response has no choices" if first is None else "first choice has no text content")
+        usage = _field(completion, "usage")
+        return _Outcome(True, text=content, prompt_tokens=_count(_field(usage, "prompt_tokens")),
+                        completion_tokens=_count(_field(usage, "completion_tokens")),
+                        finish_reason=_field(first, "finish_reason"))
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "srpo-chat/1"}
+    def _status_detail(self, response: Any) -> str:
+        try:
+            body = response.text
+        except Exception:  # an error body that could not be read is no reason to lose the status
+            body = ""
+        # Scrubbed before it is cut short, so a cut cannot leave part of a key behind.
+        snippet = self._scrub(body).replace("\n", " ")[:300]
+        detail = f"HTTP {response.status_code}: {snippet}"
+        wait = parse_retry_after(response.headers.get("retry-after"))
+        return detail if wait is None else f"{detail} (Retry-After: {wait:g}s)"
+
+    def _sdk_client(self) -> Any:
+        with self._sdk_lock:
+            if self._sdk is None:
+                import openai
+
+                lib = _http_library(openai)
+                # As many idle connections as workers; no cap on open ones, so a second batch never waits for one.
+                limits = lib.Limits(max_connections=None, max_keepalive_connections=self.concurrency)
+                # Redirects are not followed: a POST that moved is a configuration error to report, not to chase.
+                http_client = openai.DefaultHttpxClient(transport=_transport_class(lib)(self, limits),
+                                                        timeout=self.timeout_s, follow_redirects=False)
+                self._sdk = openai.OpenAI(api_key=_PLACEHOLDER_KEY, base_url=_redact_url(self.base_url),
+                                          timeout=self.timeout_s, max_retries=self.max_retries,
+                                          http_client=http_client)
+            return self._sdk
+
+    def _new_attempt(self) -> Callable[[str | None], None]:
+        """Called by the transport as an attempt starts: count it, and return how to note what it got."""
+        self._counters.add(calls=1)
+        attempts = getattr(self._local, "attempts", None)
+        if attempts is None:  # a request from outside `_call`: counted, with no list to note it in
+            attempts = []
+        attempts.append(None)
+        i = len(attempts) - 1
+
+        def note(reason: str | None) -> None:
+            attempts[i] = reason
+
+        return note
+
+    def _api_key(self) -> str:
         # Read now, not at construction: keys rotate, and nothing on the object should hold one.
         key = (os.environ.get(self.api_key_env) or "").strip() if self.api_key_env else ""
+        if key and (not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key)):
+            # The HTTP library would reject the header with an exception that may quote the value; say what is
+            # wrong without it.
+            raise ChatClientError(f"the API key in ${self.api_key_env} has whitespace or non-ASCII characters")
+        return key
+
+    def _authorize(self, headers: Any) -> None:
+        key = self._api_key()
+        headers.pop("Authorization", None)  # the SDK's, made from the placeholder
         if key:
-            if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
-                # http.client would reject the header with an exception that quotes the value; say what is wrong
-                # without it.
-                raise ChatClientError(f"the API key in ${self.api_key_env} has whitespace or non-ASCII characters")
             headers["Authorization"] = f"Bearer {key}"
-        return headers
 
     def _scrub(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key and len(key) >= 4:
+        key = (os.environ.get(self.api_key_env) or "").strip() if self.api_key_env else ""
+        if len(key) >= 4:
             text = text.replace(key, "***")
         return _SECRETISH.sub(lambda m: (m.group(1) or "") + "***", text)
-
-    def _post_once(self, body: bytes) -> _Outcome:
-        conn, reused = self._connection()
-        try:
-            conn.request("POST", self._path, body=body, headers=self._headers())
-            resp = conn.getresponse()
-            raw = resp.read()  # read it all, so the connection can be reused
-            status, retry_after_header = resp.status, resp.getheader("Retry-After")
-        except TimeoutError:  # socket.timeout is TimeoutError since 3.10
-            conn.close()
-            return _Outcome(False, error=TIMEOUT, retryable=True, detail=f"no answer within {self.timeout_s:g}s",
-                            reused=reused)
-        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, http.client.IncompleteRead) as exc:
-            # RemoteDisconnected (closed without a response) is a ConnectionResetError too.
-            conn.close()
-            return _Outcome(False, error=CONNECTION_RESET, retryable=True, detail=type(exc).__name__, reused=reused)
-        except http.client.HTTPException as exc:
-            conn.close()
-            return _Outcome(False, error=PROTOCOL_ERROR, retryable=True, detail=type(exc).__name__, reused=reused)
-        except OSError as exc:  # refused, unreachable, DNS, TLS
-            conn.close()
-            return _Outcome(False, error=CONNECTION_ERROR, retryable=True,
-                            detail=f"{type(exc).__name__}: {self._scrub(str(exc))[:200]}", reused=reused)
-        self._release(conn)
-        if status < 200 or status >= 300:
-            retryable = status in _RETRYABLE_STATUS or status >= 500
-            snippet = self._scrub(raw[:300].decode("utf-8", "replace")).replace("\n", " ")
-            return _Outcome(False, error=f"http_{status}", retryable=retryable,
-                            retry_after=parse_retry_after(retry_after_header) if retryable else None,
-                            detail=f"HTTP {status}: {snippet}", reused=reused)
-        return self._parse_body(raw, reused)
-
-    def _parse_body(self, raw: bytes, reused: bool) -> _Outcome:
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return _Outcome(False, error=MALFORMED_JSON, retryable=True,
-                            detail=f"undecodable body of {len(raw)} bytes", reused=reused)
-        choices = data.get("choices") if isinstance(data, dict) else None
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            return _Outcome(False, error=MISSING_CHOICES, retryable=True, detail="response has no choices",
-                            reused=reused)
-        message = choices[0].get("message")
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):  # some servers return content parts even for text
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        if not isinstance(content, str):
-            return _Outcome(False, error=MISSING_CHOICES, retryable=True, detail="first choice has no text content",
-                            reused=reused)
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        return _Outcome(True, text=content, usage=usage, finish_reason=choices[0].get("finish_reason"),
-                        reused=reused)
-
-
-def _usage_int(usage: dict, key: str) -> int:
-    value = usage.get(key)
-    return int(value) if isinstance(value, (int, float)) and value >= 0 else 0

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from srpo.runfolder import PAIRS
+
 GATING_DEFAULT = ["tiny"]
 SAFETY, OVERSAFETY, MIXED = "safety", "oversafety", "mixed"
 
@@ -232,7 +234,7 @@ def load_tiny(data_dir: Path, cache: dict):
     from srpo.runfolder import read_jsonl
     from srpo.schema import resolve_image
 
-    path = Path(data_dir) / "pairs.jsonl"
+    path = Path(data_dir) / PAIRS
     if not path.is_file():
         raise SuiteError(f"tiny: {path} not found; pass data_dir= a built data folder (the run's `data` step)")
     report = _report("tiny", Path(data_dir))

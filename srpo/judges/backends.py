@@ -136,26 +136,18 @@ class HFJudge(Judge):
     def judge_many(self, pairs):
         from srpo.models import generate
 
-        out = []
-        for i in range(0, len(pairs), self.batch_size):
-            batch = pairs[i:i + self.batch_size]
-            prompts = [(EVAL_JUDGE_SYSTEM + "\n\n" + judge_prompt(item, resp), load_image(item))
-                       for item, resp in batch]
-            texts = generate(self._model, self._processor, prompts, max_new_tokens=self.max_new_tokens)
-            out += [parse_verdict(t[0]) for t in texts]
-        return out
+        prompts = [(EVAL_JUDGE_SYSTEM + "\n\n" + judge_prompt(item, resp), load_image(item)) for item, resp in pairs]
+        texts = generate(self._model, self._processor, prompts, max_new_tokens=self.max_new_tokens,
+                         batch_size=self.batch_size)
+        return [parse_verdict(t[0]) for t in texts]
 
     def ask_many(self, requests, system, validate):
         from srpo.models import generate
 
-        out = []
-        for i in range(0, len(requests), self.batch_size):
-            batch = requests[i:i + self.batch_size]
-            texts = generate(self._model, self._processor, [(system + "\n\n" + prompt, load_image(item))
-                                                            for prompt, item, _ in batch],
-                             max_new_tokens=self.max_new_tokens)
-            out += [(t[0], None if validate(t[0]) is None else UNPARSEABLE) for t in texts]
-        return out
+        texts = generate(self._model, self._processor, [(system + "\n\n" + prompt, load_image(item))
+                                                        for prompt, item, _ in requests],
+                         max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+        return [(t[0], None if validate(t[0]) is None else UNPARSEABLE) for t in texts]
 
 
 def make_judge(backend: str, *, model: str | None = None, base_url: str | None = None,

@@ -167,5 +167,5 @@ def _judgment(prompt_id: str, idx: int, response: str, mine: list[Comparison]) -
     if not answered:
         return Judgment.failure_of(prompt_id, idx, mine[0].failure if mine else "no_comparisons", raw)
     wins = sum(1.0 if c.winner == idx else 0.5 if c.winner is None else 0.0 for c in answered)
-    awareness = 1.0 if parse_chain(response).ok else 0.0
-    return Judgment(prompt_id, idx, None, None, awareness, raw=raw, preference=round(wins / len(answered), 6))
+    return Judgment(prompt_id, idx, None, None, None, raw=raw, preference=round(wins / len(answered), 6),
+                    chain_valid=1.0 if parse_chain(response).ok else 0.0)

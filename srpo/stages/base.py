@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from srpo.configs import StepArgs
+from srpo.runfolder import MODEL
 from srpo.steps import StepRun, is_main_process
 
 
@@ -27,21 +28,21 @@ def inputs(args) -> dict:
 
 
 def run(args: BaseArgs) -> dict | None:
-    folder = Path(args.run_dir) / (args.step or "base")
-    step = StepRun(args.step or "base", args, inputs(args), folder, command="base")
+    step = StepRun.of(args, inputs(args), command="base", default_step="base")
+    folder = step.folder
     if step.done():
         return None
-    step.begin()
-    if is_main_process():
-        source = Path(args.model_dir).resolve()
-        if not (source / "config.json").exists():
-            raise FileNotFoundError(f"{source} is not a model folder (no config.json)")
-        target = folder / "model"
-        target.mkdir(parents=True, exist_ok=True)
-        for item in sorted(source.iterdir()):
-            if item.is_file() and not (target / item.name).exists():
-                os.symlink(item, target / item.name)
-    return step.finish(["model"], {"source": str(Path(args.model_dir).resolve())})
+    with step:
+        if is_main_process():
+            source = Path(args.model_dir).resolve()
+            if not (source / "config.json").exists():
+                raise FileNotFoundError(f"{source} is not a model folder (no config.json)")
+            target = folder / MODEL
+            target.mkdir(parents=True, exist_ok=True)
+            for item in sorted(source.iterdir()):
+                if item.is_file() and not (target / item.name).exists():
+                    os.symlink(item, target / item.name)
+        return step.finish([MODEL], {"source": str(Path(args.model_dir).resolve())})
 
 
 def main(argv=None) -> None:

@@ -30,7 +30,16 @@ from pathlib import Path
 from srpo import chaos
 from srpo.configs import BuildArgs
 from srpo.progress import progress
-from srpo.runfolder import canonical_hash, read_complete_jsonl, write_jsonl
+from srpo.runfolder import (
+    FAILED,
+    IMAGES,
+    PAIRS,
+    QUARANTINE,
+    SFT_MIX,
+    canonical_hash,
+    read_complete_jsonl,
+    write_jsonl,
+)
 from srpo.schema import SSUIPair, resolve_image
 from srpo.steps import StepRun
 
@@ -38,7 +47,6 @@ log = logging.getLogger("srpo.build")
 
 PARTIAL_CHAINS = "chains.partial.jsonl"
 PARTIAL_TWINS = "twins.partial.jsonl"
-SFT_MIX = "sft_mix.jsonl"  # rows SFT trains on beside the chains ({id, query, image, completion, kind})
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 EVAL_ALIASES = ("test", "val", "validation", "dev")  # source split names that mean "held out"
 
@@ -193,11 +201,11 @@ def load_pairs(args: BuildArgs, folder: Path, rule=None) -> tuple[list[SSUIPair]
         if args.build_source == "world":
             from data_builders.world import world_pairs
 
-            pairs = world_pairs(folder / "images", seed=args.seed)
+            pairs = world_pairs(folder / IMAGES, seed=args.seed)
         else:
             from data_builders.tiny import tiny_pairs
 
-            pairs = tiny_pairs(folder / "images", seed=args.seed, eval_fraction=args.build_eval_fraction)
+            pairs = tiny_pairs(folder / IMAGES, seed=args.seed, eval_fraction=args.build_eval_fraction)
         read = len(pairs)
         pairs, quarantined = quarantine_long(pairs, rule, folder, args.build_source, args.build_strict) if rule \
             else (pairs, [])
@@ -208,7 +216,7 @@ def load_pairs(args: BuildArgs, folder: Path, rule=None) -> tuple[list[SSUIPair]
                      require_images=args.build_require_images, lengths=rule)
     for p in result.pairs:  # copy images in so the run folder is self-contained; paths stay confined to the root
         if p.image:
-            dst = folder / "images" / p.image
+            dst = folder / IMAGES / p.image
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(resolve_image(args.build_source_root, p.image), dst)
             p.image = f"images/{p.image}"
@@ -356,108 +364,110 @@ def _disagrees(row: dict) -> bool:
 def run(args: BuildArgs) -> dict | None:
     from data_builders.twins import balance
 
-    folder = Path(args.run_dir) / (args.step or "data")
-    step = StepRun(args.step or "data", args, inputs(args), folder, command="build")
+    step = StepRun.of(args, inputs(args), command="build", default_step="data")
+    folder = step.folder
     if step.done():
         return None
-    step.begin()
-    (folder / "images").mkdir(parents=True, exist_ok=True)  # an output even for text-only sources
+    with step:
+        (folder / IMAGES).mkdir(parents=True, exist_ok=True)  # an output even for text-only sources
 
-    rule, meter, lengths = length_rule(args)
-    pairs, quarantined, source = load_pairs(args, folder, rule)
-    if meter is not None:
-        lengths.update(measured=meter.measured, longest_tokens=meter.longest)
-    lengths["quarantined"] = sum(1 for q in quarantined if q["reason_code"] in ("text_too_long", "prompt_too_long"))
-    pairs_converted = len(pairs)
-    pairs, skipped_cap = cap_pairs(pairs, args.build_max_pairs)
-    teacher = make_teacher(args)
-    try:
-        generated, twin_failures, twin_info = make_twins(args, folder, pairs, teacher)
-        pairs = pairs + generated
-        splits = assign_splits(pairs, args.seed, args.build_eval_fraction)
-        # Chains are training data: eval pairs get none unless asked (no paid calls for them, and the world's
-        # held-out combinations stay unseen by the teacher too).
-        chained = [p for p in pairs if p.meta["split"] == "train" or args.build_chains_for_eval]
-        chains, resumed = run_resumable(chained, lambda b: teacher.write_chains(b, folder), folder / PARTIAL_CHAINS,
-                                        args.build_batch_size, args.build_strict, "build: chains")
-        teacher_stats, teacher_desc = teacher.stats(), teacher.describe()
-    finally:
-        teacher.close()
+        rule, meter, lengths = length_rule(args)
+        pairs, quarantined, source = load_pairs(args, folder, rule)
+        if meter is not None:
+            lengths.update(measured=meter.measured, longest_tokens=meter.longest)
+        too_long = ("text_too_long", "prompt_too_long")
+        lengths["quarantined"] = sum(1 for q in quarantined if q["reason_code"] in too_long)
+        pairs_converted = len(pairs)
+        pairs, skipped_cap = cap_pairs(pairs, args.build_max_pairs)
+        teacher = make_teacher(args)
+        try:
+            generated, twin_failures, twin_info = make_twins(args, folder, pairs, teacher)
+            pairs = pairs + generated
+            splits = assign_splits(pairs, args.seed, args.build_eval_fraction)
+            # Chains are training data: eval pairs get none unless asked (no paid calls for them, and the world's
+            # held-out combinations stay unseen by the teacher too).
+            chained = [p for p in pairs if p.meta["split"] == "train" or args.build_chains_for_eval]
+            chains, resumed = run_resumable(chained, lambda b: teacher.write_chains(b, folder),
+                                            folder / PARTIAL_CHAINS, args.build_batch_size, args.build_strict,
+                                            "build: chains")
+            teacher_stats, teacher_desc = teacher.stats(), teacher.describe()
+        finally:
+            teacher.close()
 
-    rows, failed = [], []
-    for p in pairs:
-        rec = chains.get(p.id)
-        if rec is None:
-            rows.append({**p.to_dict(), "chain": None})
-        elif rec["ok"]:
-            rows.append({**p.to_dict(), "chain": rec["text"]})
-        else:
-            failed.append({"id": p.id, "stage": "chain", "reason": rec["reason"], "last_error": rec["last_error"],
-                           "detail": rec["detail"], "pair": p.to_dict()})
-    written = {r["id"] for r in rows}
-    for r in rows:  # a twin whose anchor failed keeps the link in meta, so no row points at a missing pair
-        if r["twin_of"] and r["twin_of"] not in written:
-            r["meta"]["twin_of_failed"], r["twin_of"] = r["twin_of"], None
-    failed += twin_failures
+        rows, failed = [], []
+        for p in pairs:
+            rec = chains.get(p.id)
+            if rec is None:
+                rows.append({**p.to_dict(), "chain": None})
+            elif rec["ok"]:
+                rows.append({**p.to_dict(), "chain": rec["text"]})
+            else:
+                failed.append({"id": p.id, "stage": "chain", "reason": rec["reason"], "last_error": rec["last_error"],
+                               "detail": rec["detail"], "pair": p.to_dict()})
+        written = {r["id"] for r in rows}
+        for r in rows:  # a twin whose anchor failed keeps the link in meta, so no row points at a missing pair
+            if r["twin_of"] and r["twin_of"] not in written:
+                r["meta"]["twin_of_failed"], r["twin_of"] = r["twin_of"], None
+        failed += twin_failures
 
-    accounting = {
-        "rows_read": source["rows_read"],
-        "rows_converted": source["rows_converted"],
-        "quarantined": len(quarantined),
-        "pairs_converted": pairs_converted,
-        "skipped_max_pairs": skipped_cap,
-        "twins_generated": len(generated),
-        "pairs_total": len(pairs),
-        "ok": len(rows),
-        "failed": len(pairs) - len(rows),
-    }
-    if accounting["rows_read"] != accounting["rows_converted"] + accounting["quarantined"] or (
-            accounting["pairs_converted"] - skipped_cap + len(generated) != len(pairs)):
-        raise BuildError(f"build counts do not add up: {accounting}")
+        accounting = {
+            "rows_read": source["rows_read"],
+            "rows_converted": source["rows_converted"],
+            "quarantined": len(quarantined),
+            "pairs_converted": pairs_converted,
+            "skipped_max_pairs": skipped_cap,
+            "twins_generated": len(generated),
+            "pairs_total": len(pairs),
+            "ok": len(rows),
+            "failed": len(pairs) - len(rows),
+        }
+        if accounting["rows_read"] != accounting["rows_converted"] + accounting["quarantined"] or (
+                accounting["pairs_converted"] - skipped_cap + len(generated) != len(pairs)):
+            raise BuildError(f"build counts do not add up: {accounting}")
 
-    write_jsonl(folder / "pairs.jsonl", rows)
-    mix = []
-    if args.build_source == "world":
-        from data_builders.world import world_sft_mix
+        write_jsonl(folder / PAIRS, rows)
+        mix = []
+        if args.build_source == "world":
+            from data_builders.world import world_sft_mix
 
-        mix = world_sft_mix(folder / "images", seed=args.seed, captions_per_object=args.build_world_captions,
-                            counterfactuals_per_cell=args.build_world_counterfactuals)
-    write_jsonl(folder / SFT_MIX, mix)
-    write_jsonl(folder / "quarantine.jsonl", quarantined)
-    write_jsonl(folder / "failed.jsonl", failed)
-    chain_failures = [f for f in failed if f["stage"] == "chain"]
-    stats = {
-        "pairs": len(rows),
-        "by_source": _counts(rows, lambda r: r["source"]),
-        "by_label": _counts(rows, lambda r: r["label"]),
-        "by_category": _counts(rows, lambda r: r["category"]),
-        "by_split": _counts(rows, lambda r: r["meta"]["split"]),
-        "by_source_label": _counts(rows, lambda r: f"{r['source']}/{r['label']}"),
-        "by_split_label": _counts(rows, lambda r: f"{r['meta']['split']}/{r['label']}"),
-        "twins": sum(1 for r in rows if r["twin_of"]),
-        "twin_build": twin_info,
-        "balance_per_category": balance(rows),
-        "splits": splits,
-        "quarantined": len(quarantined),
-        "quarantined_per_reason": _counts(quarantined, lambda q: q["reason_code"]),
-        "length_check": lengths,
-        "source_warnings": source["warnings"],
-        "failed": len(chain_failures),
-        "failed_per_reason": _counts(chain_failures, reason_key),
-        "twin_failed_per_reason": _counts(twin_failures, reason_key),
-        "label_disagreements": sum(1 for r in rows if _disagrees(r)),
-        "accounting": accounting,
-        "resumed_chains": resumed,
-        "teacher": teacher_desc["teacher_id"],
-        "prompt_version": teacher_desc["prompt_version"],
-        "teacher_config": teacher_desc,
-        "teacher_stats": teacher_stats,
-    }
-    log.info("build: %d ok, %d failed, %d quarantined; teacher %s made %d call(s), %d cache hit(s)", len(rows),
-             len(chain_failures), len(quarantined), stats["teacher"], teacher_stats["calls"],
-             teacher_stats["cache_hits"])
-    stats["sft_mix"] = _counts(mix, lambda r: r["kind"])
-    return step.finish(["pairs.jsonl", SFT_MIX, "quarantine.jsonl", "failed.jsonl", "images"], stats)
+            mix = world_sft_mix(folder / IMAGES, seed=args.seed, captions_per_object=args.build_world_captions,
+                                counterfactuals_per_cell=args.build_world_counterfactuals)
+        write_jsonl(folder / SFT_MIX, mix)
+        write_jsonl(folder / QUARANTINE, quarantined)
+        write_jsonl(folder / FAILED, failed)
+        chain_failures = [f for f in failed if f["stage"] == "chain"]
+        stats = {
+            "pairs": len(rows),
+            "by_source": _counts(rows, lambda r: r["source"]),
+            "by_label": _counts(rows, lambda r: r["label"]),
+            "by_category": _counts(rows, lambda r: r["category"]),
+            "by_split": _counts(rows, lambda r: r["meta"]["split"]),
+            "by_source_label": _counts(rows, lambda r: f"{r['source']}/{r['label']}"),
+            "by_split_label": _counts(rows, lambda r: f"{r['meta']['split']}/{r['label']}"),
+            "twins": sum(1 for r in rows if r["twin_of"]),
+            "twin_build": twin_info,
+            "balance_per_category": balance(rows),
+            "splits": splits,
+            "quarantined": len(quarantined),
+            "quarantined_per_reason": _counts(quarantined, lambda q: q["reason_code"]),
+            "length_check": lengths,
+            "source_warnings": source["warnings"],
+            "failed": len(chain_failures),
+            "failed_per_reason": _counts(chain_failures, reason_key),
+            "twin_failed_per_reason": _counts(twin_failures, reason_key),
+            "label_disagreements": sum(1 for r in rows if _disagrees(r)),
+            "accounting": accounting,
+            "resumed_chains": resumed,
+            "teacher": teacher_desc["teacher_id"],
+            "prompt_version": teacher_desc["prompt_version"],
+            "teacher_config": teacher_desc,
+            "teacher_stats": teacher_stats,
+        }
+        log.info("build: %d ok, %d failed, %d quarantined; teacher %s made %d call(s), %d cache hit(s)", len(rows),
+                 len(chain_failures), len(quarantined), stats["teacher"], teacher_stats["calls"],
+                 teacher_stats["cache_hits"])
+        stats["sft_mix"] = _counts(mix, lambda r: r["kind"])
+        return step.finish([PAIRS, SFT_MIX, QUARANTINE, FAILED, IMAGES], stats)
 
 
 def main(argv=None) -> None:

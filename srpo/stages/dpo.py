@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from srpo import chaos
+from srpo.runfolder import LOG_HISTORY, MODEL, PAIRS
 from srpo.steps import StepRun, is_main_process, model_input
 from srpo.train_configs import DPOStageConfig
 
@@ -37,64 +37,49 @@ def inputs(args) -> dict:
 
 
 def run(args: DPOStageConfig) -> dict | None:
-    folder = Path(args.run_dir) / args.step
-    step = StepRun(args.step, args, inputs(args), folder, command="dpo")
+    step = StepRun.of(args, inputs(args), command="dpo")
+    folder = step.folder
     if step.done():
         return None
-    step.begin()
-    rows = dpo_rows(Path(args.pairs_dir) / "pairs.jsonl", Path(args.data_dir))
-    if not rows:
-        # Nothing to learn from (every sample scored alike): the policy carries over unchanged, and says so.
-        if is_main_process():
-            shutil.copytree(args.policy_dir, folder / "model", dirs_exist_ok=True)
-            (folder / "log_history.json").write_text("[]\n")
-        return step.finish(["model", "log_history.json"], {"pairs": 0, "trained": False,
-                                                          "note": "no preference pairs; policy copied unchanged"})
-    from datasets import Dataset
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import DPOTrainer
+    with step:
+        rows = dpo_rows(Path(args.pairs_dir) / PAIRS, Path(args.data_dir))
+        if not rows:
+            # Nothing to learn from (every sample scored alike): the policy carries over unchanged, and says so.
+            if is_main_process():
+                shutil.copytree(args.policy_dir, folder / MODEL, dirs_exist_ok=True)
+                (folder / LOG_HISTORY).write_text("[]\n")
+            return step.finish([MODEL, LOG_HISTORY], {"pairs": 0, "trained": False,
+                                                              "note": "no preference pairs; policy copied unchanged"})
+        from datasets import Dataset
+        from trl import DPOTrainer
 
-    from srpo.models import load_policy
-    from srpo.training import (
-        check_resume_world_size,
-        finalize_training,
-        load_reference_adapter,
-        lora_config,
-        prepare_model,
-        restore_full_weights,
-    )
+        from srpo.models import load_policy
+        from srpo.training import load_reference_adapter, lora_config, prepare_model, train_and_save
 
-    args.output_dir = str(folder / "trainer")
-    model, processor = load_policy(args.policy_dir, trust_remote_code=args.trust_remote_code,
-                                   load_in_4bit=args.load_in_4bit, train_adapter=True)
-    model = prepare_model(model, args)
-    ref_is_policy = Path(args.ref_dir).resolve() == Path(args.policy_dir).resolve()
-    ref_model = None
-    if not args.use_lora or (not args.load_in_4bit and not ref_is_policy):
-        # Full fine-tuning: the reference is an explicit frozen copy (TRL would reload it from a path otherwise).
-        # LoRA: TRL's reference is the policy with its new adapter disabled, i.e. the policy this step starts from;
-        # another ref_dir (run_reference_policy: sft, from iteration 2 on) needs its own copy, held in memory.
-        ref_model, _ = load_policy(args.ref_dir, trust_remote_code=args.trust_remote_code)
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=processor,
-                         # A 4-bit policy's adapter stays unmerged: TRL trains it on, a frozen copy is the reference.
-                         peft_config=None if hasattr(model, "peft_config") else lora_config(args))
-    if args.load_in_4bit and not ref_is_policy:
-        load_reference_adapter(trainer.accelerator.unwrap_model(trainer.model), args.ref_dir)  # that copy := ref_dir
-    callback = chaos.trainer_callback(args.step)
-    if callback is not None:
-        trainer.add_callback(callback)
-    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).exists() else None
-    check_resume_world_size(last, args.world_size)
-    restore_full_weights(trainer.model, last, args)
-    trainer.train(resume_from_checkpoint=last)
-    stats = finalize_training(trainer, processor, folder)
-    logs = [h for h in trainer.state.log_history if "rewards/margins" in h]
-    stats.update(pairs=len(rows), trained=True,
-                 final_reward_margin=logs[-1]["rewards/margins"] if logs else None)
-    if is_main_process():
-        shutil.rmtree(args.output_dir, ignore_errors=True)
-    return step.finish(["model", "log_history.json"], stats)
+        args.output_dir = str(folder / "trainer")
+        model, processor = load_policy(args.policy_dir, trust_remote_code=args.trust_remote_code,
+                                       load_in_4bit=args.load_in_4bit, train_adapter=True)
+        model = prepare_model(model, args)
+        ref_is_policy = Path(args.ref_dir).resolve() == Path(args.policy_dir).resolve()
+        ref_model = None
+        if not args.use_lora or (not args.load_in_4bit and not ref_is_policy):
+            # Full fine-tuning: the reference is an explicit frozen copy (TRL would reload it from a path otherwise).
+            # LoRA: TRL's reference is the policy with its new adapter disabled, i.e. the policy this step starts from;
+            # another ref_dir (run_reference_policy: sft, from iteration 2 on) needs its own copy, held in memory.
+            ref_model, _ = load_policy(args.ref_dir, trust_remote_code=args.trust_remote_code)
+        trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=processor,
+                             # A 4-bit policy's adapter stays unmerged: TRL trains it on, a frozen copy is the
+                             # reference.
+                             peft_config=None if hasattr(model, "peft_config") else lora_config(args))
+        if args.load_in_4bit and not ref_is_policy:
+            # that frozen copy := ref_dir
+            load_reference_adapter(trainer.accelerator.unwrap_model(trainer.model), args.ref_dir)
+        stats = train_and_save(trainer, processor, args, folder)
+        logs = [h for h in trainer.state.log_history if "rewards/margins" in h]
+        stats.update(pairs=len(rows), trained=True,
+                     final_reward_margin=logs[-1]["rewards/margins"] if logs else None)
+        return step.finish([MODEL, LOG_HISTORY], stats)
 
 
 def main(argv=None) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from srpo import chaos
 from srpo.configs import EvalArgs
 from srpo.evals.scoring import bootstrap_ci
-from srpo.runfolder import atomic_write_json, write_jsonl
+from srpo.runfolder import GENERATIONS, ITEMS, METRICS, atomic_write_json, write_jsonl
 from srpo.sharding import ShardedGeneration, inference_device
 from srpo.steps import StepRun, model_input
 
@@ -112,8 +112,8 @@ def run(args: EvalArgs, judge=None) -> dict | None:
     if not args.policy_dir:
         raise ValueError("policy_dir is empty; pass the checkpoint folder to evaluate (full model or LoRA adapter)")
     step_inputs = inputs(args)
-    folder = Path(args.run_dir) / args.step
-    step = StepRun(args.step, args, step_inputs, folder, command="eval")
+    step = StepRun.of(args, step_inputs, command="eval")
+    folder = step.folder
     if step.done():
         return None
     from srpo.models import load_policy
@@ -122,7 +122,7 @@ def run(args: EvalArgs, judge=None) -> dict | None:
     with ShardedGeneration(folder, "generations") as shard:
         step.begin()  # after the process group is up: its barrier keeps other ranks out until the folder is ready
         items, reports = load_items(args)
-        gen_path = folder / "generations.jsonl"
+        gen_path = folder / GENERATIONS
         done = {r["key"]: r["responses"] for r in shard.finished_rows(gen_path)}
         # Seeds follow the global batch index, so a resumed or sharded run draws what an uninterrupted one does.
         todo = [(b, batch) for b, batch in shard.mine(plan_batches(items, args.eval_batch_size))
@@ -172,7 +172,7 @@ def _score(args: EvalArgs, step: StepRun, folder: Path, items: list[dict], repor
         scores = score_responses(it, responses, verdicts[_key(it)] if verdicts else None)
         row = {k: v for k, v in it.items() if k != "image_path"}
         scored.append({**row, "response": responses[0], "responses": responses, **scores})
-    write_jsonl(folder / "items.jsonl", scored)
+    write_jsonl(folder / ITEMS, scored)
 
     judged = judge is not None
     by_suite = defaultdict(list)
@@ -193,8 +193,8 @@ def _score(args: EvalArgs, step: StepRun, folder: Path, items: list[dict], repor
         failures = sum(b["metrics"]["judge_failures"] for b in suites.values())
         metrics["eval_judge_failure_rate"] = round(failures / judgments, 6) if judgments else 0.0
     metrics["suites"] = suites
-    atomic_write_json(folder / "metrics.json", metrics)
-    return step.finish(["items.jsonl", "metrics.json"], metrics)
+    atomic_write_json(folder / METRICS, metrics)
+    return step.finish([ITEMS, METRICS], metrics)
 
 
 def main(argv=None) -> None:

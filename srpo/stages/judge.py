@@ -16,7 +16,7 @@ from pathlib import Path
 from srpo import chaos
 from srpo.configs import JudgeArgs
 from srpo.judges.pairwise import PAIRWISE_PROMPT_VERSION, PairwiseStats, judge_groups_pairwise
-from srpo.runfolder import read_complete_jsonl, read_jsonl
+from srpo.runfolder import JUDGMENTS, PAIRS, SAMPLES, read_complete_jsonl, read_jsonl
 from srpo.steps import StepRun, model_input
 
 
@@ -28,83 +28,85 @@ def inputs(args) -> dict:
 
 
 def run(args: JudgeArgs) -> dict | None:
-    folder = Path(args.run_dir) / args.step
-    step = StepRun(args.step, args, inputs(args), folder, command="judge")
+    step = StepRun.of(args, inputs(args), command="judge")
+    folder = step.folder
     if step.done():
         return None
-    step.begin()
-    from srpo.judges.base import JUDGE_PROMPT_VERSION
-    from srpo.judges.verdict import EVAL_JUDGE_PROMPT_VERSION
-    from srpo.progress import progress
+    with step:
+        from srpo.judges.base import JUDGE_PROMPT_VERSION
+        from srpo.judges.verdict import EVAL_JUDGE_PROMPT_VERSION
+        from srpo.progress import progress
 
-    pairs = {p["id"]: p for p in read_jsonl(Path(args.data_dir) / "pairs.jsonl")}
-    by_prompt = defaultdict(list)
-    for s in read_jsonl(Path(args.samples_dir) / "samples.jsonl"):
-        by_prompt[s["prompt_id"]].append(s)
-    out_path = folder / "judgments.jsonl"
-    done = {r["prompt_id"] for r in read_complete_jsonl(out_path)}
-    todo = [pid for pid in sorted(by_prompt) if pid not in done]
-    assessments = {}
-    if args.judge_backend == "self" and todo:
-        from srpo.judges.self_judge import self_assess
-        from srpo.models import load_policy, pair_inputs
-        from srpo.sharding import inference_device
+        pairs = {p["id"]: p for p in read_jsonl(Path(args.data_dir) / PAIRS)}
+        by_prompt = defaultdict(list)
+        for s in read_jsonl(Path(args.samples_dir) / SAMPLES):
+            by_prompt[s["prompt_id"]].append(s)
+        out_path = folder / JUDGMENTS
+        done = {r["prompt_id"] for r in read_complete_jsonl(out_path)}
+        todo = [pid for pid in sorted(by_prompt) if pid not in done]
+        assessments = {}
+        if args.judge_backend == "self" and todo:
+            from srpo.judges.self_judge import self_assess
+            from srpo.models import load_policy, pair_inputs
+            from srpo.sharding import inference_device
 
-        model, processor = load_policy(args.policy_dir)
-        model.to(inference_device()).eval()
-        texts = self_assess(model, processor, pair_inputs(Path(args.data_dir), [pairs[p] for p in todo]),
-                            max_new_tokens=args.judge_max_new_tokens, batch_size=args.judge_batch_size,
-                            seed=args.seed)
-        assessments = dict(zip(todo, texts, strict=True))
-    model_judge = None
-    if args.judge_backend in ("openai", "hf") and todo:
-        from srpo.judges.model_judge import make_model_judge
+            model, processor = load_policy(args.policy_dir)
+            model.to(inference_device()).eval()
+            texts = self_assess(model, processor, pair_inputs(Path(args.data_dir), [pairs[p] for p in todo]),
+                                max_new_tokens=args.judge_max_new_tokens, batch_size=args.judge_batch_size,
+                                seed=args.seed)
+            assessments = dict(zip(todo, texts, strict=True))
+        model_judge = None
+        if args.judge_backend in ("openai", "hf") and todo:
+            from srpo.judges.model_judge import make_model_judge
 
-        model_judge = make_model_judge(args, args.run_dir)
-    pairwise = PairwiseStats()
-    # Model judges get a chunk of prompts per call (the endpoint client runs its requests concurrently); the offline
-    # judges one prompt at a time. Each chunk is appended whole, so a killed step resumes after the last one.
-    chunk = args.judge_batch_size if model_judge is not None else 1
-    data_dir = Path(args.data_dir)
-    with open(out_path, "a", encoding="utf-8") as f:
-        for start in progress(range(0, len(todo), chunk), desc="judging"):
-            groups = [(pairs[pid], sorted(by_prompt[pid], key=lambda s: s["sample_idx"]))
-                      for pid in todo[start:start + chunk]]
-            if model_judge is not None and args.judge_mode == "pairwise":
-                judged = judge_groups_pairwise(model_judge, groups, data_dir, seed=args.seed, stats=pairwise)
-            elif model_judge is not None:
-                from srpo.judges.model_judge import judge_groups
+            model_judge = make_model_judge(args, args.run_dir)
+        pairwise = PairwiseStats()
+        # Model judges get a chunk of prompts per call (the endpoint client runs its requests concurrently); the
+        # offline judges one prompt at a time. Each chunk is appended whole, so a killed step resumes after the last
+        # one.
+        chunk = args.judge_batch_size if model_judge is not None else 1
+        data_dir = Path(args.data_dir)
+        with open(out_path, "a", encoding="utf-8") as f:
+            for start in progress(range(0, len(todo), chunk), desc="judging"):
+                groups = [(pairs[pid], sorted(by_prompt[pid], key=lambda s: s["sample_idx"]))
+                          for pid in todo[start:start + chunk]]
+                if model_judge is not None and args.judge_mode == "pairwise":
+                    judged = judge_groups_pairwise(model_judge, groups, data_dir, seed=args.seed, stats=pairwise)
+                elif model_judge is not None:
+                    from srpo.judges.model_judge import judge_groups
 
-                judged = judge_groups(model_judge, groups, data_dir)
-            else:
-                judged = [[_judge(args.judge_backend, pair, assessments.get(pair["id"]), s) for s in group]
-                          for pair, group in groups]
-            f.write("".join(json.dumps(j.to_dict(), sort_keys=True) + "\n" for js in judged for j in js))
-            f.flush()
-            chaos.point(args.step, "batch")
-    rows = read_complete_jsonl(out_path)
-    scored = [r for r in rows if not r["failed"]]
-    if args.judge_mode == "pairwise":
-        version = PAIRWISE_PROMPT_VERSION
-    else:
-        version = JUDGE_PROMPT_VERSION if model_judge is None else EVAL_JUDGE_PROMPT_VERSION
-    stats = {
-        "judge_backend": args.judge_backend,
-        "judge_mode": args.judge_mode,
-        "judge_prompt_version": version,
-        "judge": model_judge.describe() if model_judge is not None else {"backend": args.judge_backend},
-        "judge_seconds": round(time.time() - step.started, 3),
-        "judgments": len(rows),
-        "failures": len(rows) - len(scored),
-        "judge_failure_rate": (len(rows) - len(scored)) / len(rows) if rows else 0.0,
-        "mean_safety": _mean(r["safety"] for r in scored if r["safety"] is not None),
-        "mean_effectiveness": _mean(r["effectiveness"] for r in scored if r["effectiveness"] is not None),
-        "mean_awareness": _mean(r["awareness"] for r in scored),
-    }
-    if args.judge_mode == "pairwise":
-        # Comparisons of this execution only (a resumed step counts what it asked itself).
-        stats.update(pairwise.to_dict(), mean_preference=_mean(r["preference"] for r in scored))
-    return step.finish(["judgments.jsonl"], stats)
+                    judged = judge_groups(model_judge, groups, data_dir)
+                else:
+                    judged = [[_judge(args.judge_backend, pair, assessments.get(pair["id"]), s) for s in group]
+                              for pair, group in groups]
+                f.write("".join(json.dumps(j.to_dict(), sort_keys=True) + "\n" for js in judged for j in js))
+                f.flush()
+                chaos.point(args.step, "batch")
+        rows = read_complete_jsonl(out_path)
+        scored = [r for r in rows if not r["failed"]]
+        if args.judge_mode == "pairwise":
+            version = PAIRWISE_PROMPT_VERSION
+        else:
+            version = JUDGE_PROMPT_VERSION if model_judge is None else EVAL_JUDGE_PROMPT_VERSION
+        stats = {
+            "judge_backend": args.judge_backend,
+            "judge_mode": args.judge_mode,
+            "judge_prompt_version": version,
+            "judge": model_judge.describe() if model_judge is not None else {"backend": args.judge_backend},
+            "judge_seconds": round(time.time() - step.started, 3),
+            "judgments": len(rows),
+            "failures": len(rows) - len(scored),
+            "judge_failure_rate": (len(rows) - len(scored)) / len(rows) if rows else 0.0,
+            "mean_safety": _mean(r["safety"] for r in scored if r["safety"] is not None),
+            "mean_effectiveness": _mean(r["effectiveness"] for r in scored if r["effectiveness"] is not None),
+            "mean_awareness": _mean(r["awareness"] for r in scored if r["awareness"] is not None),
+            "mean_chain_valid": _mean(r["chain_valid"] for r in scored if r.get("chain_valid") is not None),
+        }
+        if args.judge_mode == "pairwise":
+            # Comparisons of this execution only (a resumed step counts what it asked itself).
+            stats.update(pairwise.to_dict(), mean_preference=_mean(r["preference"] for r in scored))
+        return step.finish([JUDGMENTS], stats)
 
 
 def _judge(backend: str, pair: dict, assessment, sample: dict):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from srpo.configs import PairArgs
 from srpo.pairing import balance_by_group, best_vs_worst
-from srpo.runfolder import read_jsonl, write_jsonl
+from srpo.runfolder import JUDGMENTS, PAIRS, SAMPLES, read_jsonl, write_jsonl
 from srpo.steps import StepRun
 
 
@@ -21,40 +21,41 @@ def inputs(args) -> dict:
 
 
 def run(args: PairArgs) -> dict | None:
-    folder = Path(args.run_dir) / args.step
-    step = StepRun(args.step, args, inputs(args), folder, command="pairs")
+    step = StepRun.of(args, inputs(args), command="pairs")
+    folder = step.folder
     if step.done():
         return None
-    step.begin()
-    data = {p["id"]: p for p in read_jsonl(Path(args.data_dir) / "pairs.jsonl")}
-    texts = {(s["prompt_id"], s["sample_idx"]): s["response"]
-             for s in read_jsonl(Path(args.samples_dir) / "samples.jsonl")}
-    pairs = best_vs_worst(read_jsonl(Path(args.judgments_dir) / "judgments.jsonl"), margin=args.pairs_margin,
-                          safety_weight=args.pairs_safety_weight,
-                          effectiveness_weight=args.pairs_effectiveness_weight,
-                          awareness_weight=args.pairs_awareness_weight)
-    if args.pairs_balance:
-        from srpo.chain import final_answer
-        from srpo.refusal import is_refusal
+    with step:
+        data = {p["id"]: p for p in read_jsonl(Path(args.data_dir) / PAIRS)}
+        texts = {(s["prompt_id"], s["sample_idx"]): s["response"]
+                 for s in read_jsonl(Path(args.samples_dir) / SAMPLES)}
+        pairs = best_vs_worst(read_jsonl(Path(args.judgments_dir) / JUDGMENTS), margin=args.pairs_margin,
+                              safety_weight=args.pairs_safety_weight,
+                              effectiveness_weight=args.pairs_effectiveness_weight,
+                              awareness_weight=args.pairs_awareness_weight, format_weight=args.pairs_format_weight)
+        if args.pairs_balance:
+            from srpo.chain import final_answer
+            from srpo.refusal import is_refusal
 
-        # Balance what the pairs teach: as many "refuse here" as "help here" pairs (judge-agnostic: no labels read).
-        teaches = {p["prompt_id"]: "refuse" if is_refusal(final_answer(texts[(p["prompt_id"], p["chosen_idx"])]))
-                   else "help" for p in pairs}
-        before = Counter(teaches.values())
-        pairs = balance_by_group(pairs, teaches, args.seed)
-    rows = []
-    for p in pairs:
-        pair = data[p["prompt_id"]]
-        rows.append({**p, "image": pair["image"], "query": pair["query"], "label": pair["label"],
-                     "chosen": texts[(p["prompt_id"], p["chosen_idx"])],
-                     "rejected": texts[(p["prompt_id"], p["rejected_idx"])]})
-    write_jsonl(folder / "pairs.jsonl", rows)
-    stats = {"pairs": len(rows), "prompts": len({k[0] for k in texts}),
-             "by_label": dict(Counter(r["label"] for r in rows)),
-             "teaches_before_balance": dict(before) if args.pairs_balance else None,
-             "mean_margin": round(sum(r["chosen_reward"] - r["rejected_reward"] for r in rows) / len(rows), 6)
-             if rows else None}
-    return step.finish(["pairs.jsonl"], stats)
+            # Balance what the pairs teach: as many "refuse here" as "help here" pairs (judge-agnostic: no labels
+            # read).
+            teaches = {p["prompt_id"]: "refuse" if is_refusal(final_answer(texts[(p["prompt_id"], p["chosen_idx"])]))
+                       else "help" for p in pairs}
+            before = Counter(teaches.values())
+            pairs = balance_by_group(pairs, teaches, args.seed)
+        rows = []
+        for p in pairs:
+            pair = data[p["prompt_id"]]
+            rows.append({**p, "image": pair["image"], "query": pair["query"], "label": pair["label"],
+                         "chosen": texts[(p["prompt_id"], p["chosen_idx"])],
+                         "rejected": texts[(p["prompt_id"], p["rejected_idx"])]})
+        write_jsonl(folder / PAIRS, rows)
+        stats = {"pairs": len(rows), "prompts": len({k[0] for k in texts}),
+                 "by_label": dict(Counter(r["label"] for r in rows)),
+                 "teaches_before_balance": dict(before) if args.pairs_balance else None,
+                 "mean_margin": round(sum(r["chosen_reward"] - r["rejected_reward"] for r in rows) / len(rows), 6)
+                 if rows else None}
+        return step.finish([PAIRS], stats)
 
 
 def main(argv=None) -> None:

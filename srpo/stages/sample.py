@@ -16,6 +16,7 @@ from pathlib import Path
 
 from srpo import chaos
 from srpo.configs import SampleArgs
+from srpo.runfolder import PAIRS, SAMPLES
 from srpo.sharding import ShardedGeneration, inference_device
 from srpo.steps import StepRun, model_input
 
@@ -27,7 +28,7 @@ def batch_seed(seed: int, batch_index: int) -> int:
 def prompts_of(data_dir: Path, split: str) -> list[dict]:
     from srpo.runfolder import read_jsonl
 
-    return sorted((p for p in read_jsonl(data_dir / "pairs.jsonl") if p["meta"].get("split", "train") == split),
+    return sorted((p for p in read_jsonl(data_dir / PAIRS) if p["meta"].get("split", "train") == split),
                   key=lambda p: p["id"])
 
 
@@ -36,12 +37,11 @@ def inputs(args) -> dict:
 
 
 def run(args: SampleArgs) -> dict | None:
-    folder = Path(args.run_dir) / args.step
-    step = StepRun(args.step, args, inputs(args), folder, command="sample")
+    step = StepRun.of(args, inputs(args), command="sample")
+    folder = step.folder
     if step.done():
         return None
-    with ShardedGeneration(folder, "samples") as shard:
-        step.begin()
+    with ShardedGeneration(folder, "samples") as shard, step:
         return _sample(args, step, shard)
 
 
@@ -51,7 +51,7 @@ def _sample(args: SampleArgs, step: StepRun, shard: ShardedGeneration) -> dict |
 
     data_dir = Path(args.data_dir)
     prompts = prompts_of(data_dir, "train")
-    out_path = step.folder / "samples.jsonl"
+    out_path = step.folder / SAMPLES
     done = {r["prompt_id"] for r in shard.finished_rows(out_path)}
     batches = [prompts[i:i + args.sample_batch_size] for i in range(0, len(prompts), args.sample_batch_size)]
     todo = [(b, batch) for b, batch in shard.mine(batches) if not all(p["id"] in done for p in batch)]
@@ -84,7 +84,7 @@ def _sample(args: SampleArgs, step: StepRun, shard: ShardedGeneration) -> dict |
     position = {p["id"]: i for i, p in enumerate(prompts)}
     rows = shard.merge(out_path, key=lambda r: (r["prompt_id"], r["sample_idx"]),
                        order=lambda r: (position[r["prompt_id"]], r["sample_idx"]))
-    manifest = step.finish(["samples.jsonl"], {"prompts": len(prompts), "samples": len(rows), "k": args.sample_k,
+    manifest = step.finish([SAMPLES], {"prompts": len(prompts), "samples": len(rows), "k": args.sample_k,
                                                "processes": shard.world, "backend": args.sample_backend})
     shard.cleanup()
     if shard.rank == 0 and args.sample_backend == "vllm":

@@ -9,11 +9,10 @@ plus the processor), log_history.json and manifest.json. Resumes from <step>/tra
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from srpo import chaos
-from srpo.steps import StepRun, is_main_process, model_input
+from srpo.runfolder import LOG_HISTORY, MODEL, PAIRS, SFT_MIX
+from srpo.steps import StepRun, model_input
 from srpo.train_configs import SFTStageConfig
 
 
@@ -24,7 +23,7 @@ def sft_rows(data_dir: Path) -> list[dict]:
     from srpo.runfolder import read_jsonl
 
     rows = []
-    for pair in read_jsonl(data_dir / "pairs.jsonl"):
+    for pair in read_jsonl(data_dir / PAIRS):
         if pair["meta"].get("split", "train") != "train":
             continue
         rows.append({
@@ -32,7 +31,7 @@ def sft_rows(data_dir: Path) -> list[dict]:
             "prompt": user_message(pair["query"], pair["image"] is not None),
             "completion": assistant_message(pair["chain"]),
         })
-    mix = data_dir / "sft_mix.jsonl"  # the builder's extra rows (world: caption replay, counterfactual chains)
+    mix = data_dir / SFT_MIX  # the builder's extra rows (world: caption replay, counterfactual chains)
     for row in read_jsonl(mix) if mix.exists() else []:
         rows.append({
             "images": [Image.open(data_dir / row["image"]).convert("RGB")] if row["image"] else [],
@@ -47,43 +46,27 @@ def inputs(args) -> dict:
 
 
 def run(args: SFTStageConfig) -> dict | None:
-    folder = Path(args.run_dir) / (args.step or "sft")
-    step = StepRun(args.step or "sft", args, inputs(args), folder, command="sft")
+    step = StepRun.of(args, inputs(args), command="sft", default_step="sft")
+    folder = step.folder
     if step.done():
         return None
-    step.begin()
-    from datasets import Dataset
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTTrainer
+    with step:
+        from datasets import Dataset
+        from trl import SFTTrainer
 
-    from srpo.models import load_policy
-    from srpo.training import (
-        check_resume_world_size,
-        finalize_training,
-        lora_config,
-        prepare_model,
-        restore_full_weights,
-    )
+        from srpo.models import load_policy
+        from srpo.training import lora_config, prepare_model, train_and_save
 
-    args.output_dir = str(folder / "trainer")
-    model, processor = load_policy(args.model_dir, trust_remote_code=args.trust_remote_code,
-                                   load_in_4bit=args.load_in_4bit)
-    model = prepare_model(model, args)
-    dataset = Dataset.from_list(sft_rows(Path(args.data_dir)))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                         peft_config=lora_config(args))
-    callback = chaos.trainer_callback(args.step)
-    if callback is not None:
-        trainer.add_callback(callback)
-    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).exists() else None
-    check_resume_world_size(last, args.world_size)
-    restore_full_weights(trainer.model, last, args)
-    trainer.train(resume_from_checkpoint=last)
-    stats = finalize_training(trainer, processor, folder)
-    if is_main_process():
-        shutil.rmtree(args.output_dir, ignore_errors=True)  # checkpoints were only resume points
-    stats["train_rows"] = len(dataset)
-    return step.finish(["model", "log_history.json"], stats)
+        args.output_dir = str(folder / "trainer")
+        model, processor = load_policy(args.model_dir, trust_remote_code=args.trust_remote_code,
+                                       load_in_4bit=args.load_in_4bit)
+        model = prepare_model(model, args)
+        dataset = Dataset.from_list(sft_rows(Path(args.data_dir)))
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                             peft_config=lora_config(args))
+        stats = train_and_save(trainer, processor, args, folder)
+        stats["train_rows"] = len(dataset)
+        return step.finish([MODEL, LOG_HISTORY], stats)
 
 
 def main(argv=None) -> None:
