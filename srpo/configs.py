@@ -370,3 +370,19 @@ class GateArgs:
         _check_fraction("gate_max_judge_failure_rate", self.gate_max_judge_failure_rate)
         if self.gate_patience < 1:
             raise ValueError(f"gate_patience must be >= 1; got {self.gate_patience}")
+
+
+@dataclass
+class GateStepArgs(StepArgs, GateArgs):
+    """The gate step of one iteration: the thresholds plus the folders it decides from (the driver fills these)."""
+
+    gate_iteration: int = _help("The iteration t being decided (>= 1).", default=1)
+    eval_dirs: list[str] = _help("Eval step folders of iterations 0..t, in order.", default_factory=list)
+    judgments_dir: str = _help("The judgments step folder of iteration t (its judge failure rate).", default="")
+    previous_gate_dirs: list[str] = _help("Gate step folders of iterations 1..t-1, in order.", default_factory=list)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.gate_iteration < 1:
+            raise ValueError(f"gate_iteration must be >= 1 (iteration 0, SFT, is accepted by definition); got "
+                             f"{self.gate_iteration}")

@@ -1,6 +1,6 @@
 """`srpo run RECIPE`: the whole pipeline, one step at a time, skipping every step whose manifest matches.
 
-    data -> sft -> iter_000/eval -> for t in 1..T: samples -> judgments -> pairs -> dpo -> eval -> gate.json
+    data -> sft -> iter_000/eval -> for t in 1..T: samples -> judgments -> pairs -> dpo -> eval -> gate
 
 Steps run in this process by default (one import of torch/TRL for the whole run). With `run_accelerate_config` set,
 the training steps (and, unless run_shard_generation is off, sampling and evaluation, sharded across the processes)
@@ -10,8 +10,6 @@ run as `accelerate launch --config_file <it> -m srpo.stages.<step> --config <ste
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -23,6 +21,7 @@ import yaml
 from srpo import chaos
 from srpo.cli_util import build_from_dict
 from srpo.configs import GateArgs, JudgeArgs, RunArgs
+from srpo.gate import GateDecision
 from srpo.recipe import sections
 from srpo.runfolder import (
     ITEMS,
@@ -31,7 +30,6 @@ from srpo.runfolder import (
     RunFolder,
     atomic_write_json,
     atomic_write_text,
-    canonical_hash,
     outputs_digest,
 )
 
@@ -41,13 +39,13 @@ class Driver:
         self.recipe = recipe
         self.path = recipe_path
         self.run = build_from_dict(RunArgs, recipe.get("run", {}), f"{recipe_path} [run]")
-        self.gate = build_from_dict(GateArgs, recipe.get("gate", {}), f"{recipe_path} [gate]")
+        build_from_dict(GateArgs, recipe.get("gate", {}), f"{recipe_path} [gate]")  # refuse bad thresholds now
         self.rf = RunFolder.at(self.run.run_runs_dir, self.run.run_name)
         self.executed: list[str] = []
         self.skipped: list[str] = []
 
-    def args(self, section: str, step: str, seed_offset: int = 0, **injected):
-        cls = sections()[section]
+    def args(self, section: str, step: str, seed_offset: int = 0, cls=None, **injected):
+        cls = cls or sections()[section]
         from srpo.model_specs import resolve_section
 
         values = {**resolve_section(section, self.recipe.get(section, {}), self.run.run_seed), **injected,
@@ -84,8 +82,9 @@ class Driver:
         if manifest is None:
             raise RuntimeError(f"step {step} finished without writing its manifest")
         chaos.point(step, "ledger")
+        extra = {"decision": manifest["stats"]["decision"]["decision"]} if module_name == "gate" else {}
         self._ledger(step, manifest["fingerprint"], outputs_digest(manifest), time.time() - started,
-                     executed=step in self.executed)
+                     executed=step in self.executed, **extra)
         return manifest
 
     def _matches(self, module_name, args, manifest) -> bool:
@@ -179,7 +178,7 @@ class Driver:
                                           pairs_dir=str(self.rf.step_dir(it("pairs"))), data_dir=data_dir),
                          training=True)
             self.execute("evaluate", self.args("eval", it("eval"), policy_dir=self.policy_of(t), data_dir=data_dir))
-            decision = self.gate_step(t, decisions, judged["stats"].get("judge_failure_rate", 0.0))
+            decision = self.gate_step(t)
             decisions.append(decision)
             self.track(tracker, t, decision, judged["stats"])
             if decision.decision == "accept":
@@ -203,33 +202,16 @@ class Driver:
         tracker.log_iteration(t, self.rf.manifest(RunFolder.iter_step(t, "eval"))["stats"], decision.to_dict(),
                               judge_stats, samples, scores)
 
-    def gate_step(self, t: int, previous: list, judge_failure_rate: float):
-        from srpo.gate import GateDecision, decide
+    def gate_step(self, t: int) -> GateDecision:
+        """The gate of iteration t, a step like the others (iter_NNN/gate/, manifest last)."""
+        from srpo.configs import GateStepArgs
 
-        history = {}
-        for i in range(t + 1):
-            metrics = dict(self.rf.manifest(RunFolder.iter_step(i, "eval"))["stats"])
-            if i == t:
-                metrics["judge_failure_rate"] = judge_failure_rate
-            history[i] = metrics
-        fingerprint = canonical_hash({"gate": dataclasses.asdict(self.gate), "history": history,
-                                      "previous": [d.to_dict() for d in previous]})
-        path = self.rf.gate_path(t)
-        if path.exists():
-            saved = json.loads(path.read_text())
-            if saved.get("fingerprint") == fingerprint:
-                print(f"[skip] iter_{t:03d}/gate.json (matches)", flush=True)
-                decision = GateDecision(**saved["decision"])
-                self._ledger(f"iter_{t:03d}/gate", fingerprint, canonical_hash(saved["decision"]), 0.0,
-                             executed=False, decision=decision.decision)
-                return decision
-        decision = decide(history, t, previous, self.gate)
-        atomic_write_json(path, {"fingerprint": fingerprint, "decision": decision.to_dict(),
-                                 "thresholds": dataclasses.asdict(self.gate), "metrics": history})
-        self._ledger(f"iter_{t:03d}/gate", fingerprint, canonical_hash(decision.to_dict()), 0.0,
-                     executed=True, decision=decision.decision)
-        self.executed.append(f"iter_{t:03d}/gate")
-        return decision
+        evals = [str(self.rf.step_dir(RunFolder.iter_step(i, "eval"))) for i in range(t + 1)]
+        gates = [str(self.rf.step_dir(RunFolder.iter_step(i, "gate"))) for i in range(1, t)]
+        args = self.args("gate", RunFolder.iter_step(t, "gate"), cls=GateStepArgs, gate_iteration=t, eval_dirs=evals,
+                         previous_gate_dirs=gates,
+                         judgments_dir=str(self.rf.step_dir(RunFolder.iter_step(t, "judgments"))))
+        return GateDecision(**self.execute("gate", args)["stats"]["decision"])
 
     def summary(self, decisions: list, final_iteration: int) -> dict:
         rows = []

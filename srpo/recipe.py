@@ -24,7 +24,7 @@ SECTION_NAMES = ("run", "build", "sft", "sample", "judge", "pairs", "dpo", "eval
 
 # Keys the driver sets for every step; a recipe that sets them would be silently overridden, so it is refused.
 INJECTED = {"run_dir", "step", "seed", "data_dir", "model_dir", "policy_dir", "ref_dir", "pairs_dir", "samples_dir",
-            "judgments_dir", "output_dir"}
+            "judgments_dir", "output_dir", "gate_iteration", "eval_dirs", "previous_gate_dirs"}
 
 # What the driver injects, as placeholders: enough to build each section's config for a static check.
 _PLACEHOLDERS = {"build": {}, "sft": {"data_dir": "d", "model_dir": "m"},

@@ -59,7 +59,7 @@ GALLERY_SIZE = 4
 THUMB_PX = 160
 
 
-STAGES = ("samples", "judgments", "pairs", "dpo", "eval")
+STAGES = ("samples", "judgments", "pairs", "dpo", "eval", "gate")
 BASE_EVAL = "base/eval"  # the base model, evaluated before SFT when run.run_eval_base is on
 
 

@@ -32,7 +32,7 @@ JUDGMENTS = "judgments.jsonl"  # judgments: one Judgment per sample
 GENERATIONS = "generations.jsonl"  # eval: raw responses, appended per batch (resume)
 ITEMS = "items.jsonl"  # eval: every item with its responses and scores
 METRICS = "metrics.json"  # eval: per-suite and gating metrics
-GATE = "gate.json"  # iter_NNN: the gate's decision
+GATE = "gate.json"  # iter_NNN/gate: the gate's decision
 SUMMARY = "summary.json"  # report: the run's final figures
 
 
@@ -149,7 +149,7 @@ class RunFolder:
         return f"iter_{iteration:03d}/{stage}"
 
     def gate_path(self, iteration: int) -> Path:
-        return self.root / f"iter_{iteration:03d}" / GATE
+        return self.step_dir(self.iter_step(iteration, "gate")) / GATE
 
     @property
     def ledger_path(self) -> Path:
@@ -197,7 +197,9 @@ class RunFolder:
         for path in self.root.glob("iter_*"):
             digits = path.name[len("iter_"):]
             # Only the canonical spelling counts: `iter_1` is not the folder that iteration 1's steps use.
-            if digits.isascii() and digits.isdigit() and path.is_dir() and self.gate_path(int(digits)).parent == path:
+            if not (digits.isascii() and digits.isdigit() and path.is_dir()):
+                continue
+            if self.step_dir(self.iter_step(int(digits), "eval")).parent == path:
                 found.add(int(digits))
         return sorted(found)
 
@@ -245,8 +247,8 @@ class RunFolder:
         return history if isinstance(history, list) else []
 
     def gate(self, iteration: int) -> dict | None:
-        """iter_NNN/gate.json (the gate writes it atomically and has no manifest); None when not written yet."""
-        gate = self._read_json(self.gate_path(iteration))
+        """iter_NNN/gate/gate.json once the gate step has finished; None before."""
+        gate = self.output_json(self.iter_step(iteration, "gate"), GATE)
         return gate if isinstance(gate, dict) else None
 
     def config(self) -> dict | None:

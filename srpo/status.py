@@ -22,9 +22,9 @@ def print_status(run_dir: str) -> int:
     print(f"  steps done ({len(done)}): {', '.join(done) or '-'}")
     if running:
         print(f"  started but not finished: {', '.join(running)} (resumes from its partial work)")
-    for gate in sorted(root.glob("iter_*/gate.json")):
+    for gate in sorted(root.glob("iter_*/gate/gate.json")):
         d = json.loads(gate.read_text())["decision"]
-        print(f"  {gate.parent.name}: {d['decision']} — {'; '.join(d['reasons'])}")
+        print(f"  {gate.parent.parent.name}: {d['decision']} — {'; '.join(d['reasons'])}")
     print(f"  ledger: {len(rf.ledger())} completed step(s)")
     print(f"  resume with: srpo run {root / 'config.yaml'}")
     return 0

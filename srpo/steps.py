@@ -23,7 +23,8 @@ from srpo.runfolder import FINGERPRINT, MANIFEST, atomic_write_text, canonical_h
 # moved or compared with another one.
 _NOT_FINGERPRINTED = {"output_dir", "logging_dir", "run_name", "run_dir", "report_to", "disable_tqdm",
                       "logging_first_step", "logging_steps", "save_steps", "save_total_limit", "save_strategy",
-                      "data_dir", "policy_dir", "ref_dir", "pairs_dir", "samples_dir", "judgments_dir", "model_dir"}
+                      "data_dir", "policy_dir", "ref_dir", "pairs_dir", "samples_dir", "judgments_dir", "model_dir",
+                      "eval_dirs", "previous_gate_dirs"}
 
 
 STEP_LOG = "step.log"

@@ -56,7 +56,8 @@ def test_gate_rejects_a_safety_loss_and_the_next_iteration_starts_from_the_last_
     from srpo.runfolder import outputs_digest
 
     run_dir, summary, _ = smoke_run
-    first, second = (json.loads((run_dir / f"iter_00{t}" / "gate.json").read_text())["decision"] for t in (1, 2))
+    first, second = (json.loads((run_dir / f"iter_00{t}" / "gate" / "gate.json").read_text())["decision"]
+                     for t in (1, 2))
     # The smoke recipe's DPO costs iteration 1 some safe rate, and any fall is a rejection there.
     gain = _eval_metrics(run_dir, 1)["safe_rate"] - _eval_metrics(run_dir, 0)["safe_rate"]
     assert gain < 0
@@ -111,7 +112,7 @@ def test_rerun_redoes_nothing(smoke_run):
     driver = Driver(load_recipe(SMOKE, [f"run.run_runs_dir={run_dir.parent}"]), SMOKE)
     driver.run_all()
     assert driver.executed == []
-    assert len(driver.skipped) == len(STEPS)
+    assert driver.skipped == STEPS[:10] + ["iter_001/gate"] + STEPS[10:] + ["iter_002/gate"]  # the gates are steps too
     assert (run_dir / "ledger.jsonl").read_text() == ledger_before
 
 

@@ -73,7 +73,11 @@ def _eval(root: Path, iteration: int, items: list) -> None:
 
 
 def _gate(root: Path, iteration: int, decision: str, reasons: list) -> None:
-    _write(root / f"iter_{iteration:03d}" / "gate.json",
+    decision_ = {"iteration": iteration, "decision": decision, "reasons": reasons, "compared_with": 0,
+                 "next_policy_iteration": iteration, "consecutive_rejections": 0 if decision == "accept" else 1,
+                 "deltas": {"safety_gain": 0.5, "oversafety_rise": 0.0, "utility_drop": 0.0}}
+    folder = _step(root, f"iter_{iteration:03d}/gate", {"decision": decision_})
+    _write(folder / "gate.json",
            {"fingerprint": "g", "decision": {"iteration": iteration, "decision": decision, "reasons": reasons,
                                             "compared_with": 0, "next_policy_iteration": iteration,
                                             "consecutive_rejections": 0 if decision == "accept" else 1,
@@ -261,9 +265,9 @@ def _both(run_dir: Path) -> tuple[str, str]:
 
 def test_markdown_and_html_say_the_same(run_dir):
     # A '|' in a gate reason must survive the markdown table; '<' in a prompt must be escaped in the HTML only.
-    gate = json.loads((run_dir / "iter_002" / "gate.json").read_text())
+    gate = json.loads((run_dir / "iter_002" / "gate" / "gate.json").read_text())
     gate["decision"]["reasons"].append("pairs | none")
-    _write(run_dir / "iter_002" / "gate.json", gate)
+    _write(run_dir / "iter_002" / "gate" / "gate.json", gate)
     items_path = run_dir / "iter_000" / "eval" / "items.jsonl"
     items = [json.loads(line) for line in items_path.read_text().splitlines()]
     items[0]["query"] = "<script>alert('knife')</script> can I play with this?"

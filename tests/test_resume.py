@@ -81,7 +81,7 @@ def test_killed_anywhere_resumes_to_the_same_result(tiny_model, tmp_path):
 
     a, b = tmp_path / "clean" / "tiny-smoke", tmp_path / "chaos" / "tiny-smoke"
     assert ledger_rows(b) == ledger_rows(a)
-    assert json.loads((b / "iter_001" / "gate.json").read_text())["decision"] == \
-        json.loads((a / "iter_001" / "gate.json").read_text())["decision"]
+    assert json.loads((b / "iter_001" / "gate" / "gate.json").read_text())["decision"] == \
+        json.loads((a / "iter_001" / "gate" / "gate.json").read_text())["decision"]
     metrics = [(r / "iter_001" / "eval" / "metrics.json").read_text() for r in (a, b)]
     assert metrics[0] == metrics[1]

@@ -29,7 +29,7 @@ def test_planted_secret_never_written_anywhere(tiny_model, tmp_path, monkeypatch
         ])
         Driver(recipe, SMOKE).run_all()
     run_dir = tmp_path / "tiny-smoke"
-    assert (run_dir / "iter_001" / "gate.json").exists()
+    assert (run_dir / "iter_001" / "gate" / "gate.json").exists()
     leaks, scanned = secret_scan(run_dir, SECRET)
     assert scanned > 20 and leaks == [], leaks
     pickles = [p for p in run_dir.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
