@@ -207,3 +207,25 @@ class StepRun:
         return write_manifest(self.folder, step=self.name, fingerprint=self.fingerprint, config=self.config,
                               inputs=self.inputs, outputs=outputs, started=self.started, stats=stats,
                               command=f"srpo {self.command} --config {config_path}")
+
+
+def append_batches(path: str | os.PathLike, batches, produce, *, step: str, desc: str, fsync: bool = False,
+                   ensure_ascii: bool = True, written=None) -> None:
+    """The resumable loop of every batched step (build, sample, judge, eval): `produce(batch)` -> rows, appended to
+    the JSONL at `path` in one write per batch, so a kill loses at most the batch in flight and a torn last line is
+    dropped on resume (srpo.runfolder.read_complete_jsonl). Which batches are still to do is the caller's to say;
+    `written(rows)` runs once a batch is on disk (e.g. to stop on a failure without losing what was paid for)."""
+    from srpo import chaos
+    from srpo.progress import progress
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for batch in progress(batches, desc=desc):
+            rows = produce(batch)
+            f.write("".join(json.dumps(r, sort_keys=True, ensure_ascii=ensure_ascii) + "\n" for r in rows))
+            f.flush()
+            chaos.point(step, "batch")
+            if fsync:
+                os.fsync(f.fileno())
+            if written is not None:
+                written(rows)

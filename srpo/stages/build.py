@@ -18,18 +18,14 @@ answer cache makes the pairs that succeeded free).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
 import shutil
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from srpo import chaos
 from srpo.configs import BuildArgs
-from srpo.progress import progress
 from srpo.runfolder import (
     FAILED,
     IMAGES,
@@ -41,7 +37,7 @@ from srpo.runfolder import (
     write_jsonl,
 )
 from srpo.schema import SSUIPair, resolve_image
-from srpo.steps import StepRun
+from srpo.steps import StepRun, append_batches
 
 log = logging.getLogger("srpo.build")
 
@@ -300,22 +296,23 @@ def run_resumable(items: list[SSUIPair], write: Callable, path: Path, batch_size
     records = {i: done[i] for i in keys if i in done}
     todo = [p for p in items if p.id not in records]
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-    with open(path, "a", encoding="utf-8") as f:
-        for batch in progress(batches, desc):
-            results = write(batch)
-            if [r.id for r in results] != [p.id for p in batch]:
-                raise BuildError(f"the teacher returned results for {len(results)} pairs in another order than the "
-                                 f"{len(batch)} asked; a Teacher must return one result per pair, in order")
-            new = [_record(r, keys[r.id]) for r in results]
-            f.write("".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in new))
-            f.flush()
-            chaos.point(desc, "batch")
-            os.fsync(f.fileno())
-            records.update((r["id"], r) for r in new)
-            bad = next((r for r in new if not r["ok"]), None)
-            if strict and bad:
-                raise BuildError(f"{desc}: pair {bad['id']!r} failed: {reason_key(bad)}: {bad['detail']} "
-                                 "(build_strict is on; turn it off to record failures in failed.jsonl and go on)")
+
+    def produce(batch):
+        results = write(batch)
+        if [r.id for r in results] != [p.id for p in batch]:
+            raise BuildError(f"the teacher returned results for {len(results)} pairs in another order than the "
+                             f"{len(batch)} asked; a Teacher must return one result per pair, in order")
+        return [_record(r, keys[r.id]) for r in results]
+
+    def written(new):
+        records.update((r["id"], r) for r in new)
+        bad = next((r for r in new if not r["ok"]), None)
+        if strict and bad:
+            raise BuildError(f"{desc}: pair {bad['id']!r} failed: {reason_key(bad)}: {bad['detail']} "
+                             "(build_strict is on; turn it off to record failures in failed.jsonl and go on)")
+
+    # Teacher answers can be paid for: each batch is fsynced before the next is asked.
+    append_batches(path, batches, produce, step=desc, desc=desc, fsync=True, ensure_ascii=False, written=written)
     return records, len(done)
 
 

@@ -22,16 +22,14 @@ Metric definitions per suite: docs/evaluator.md.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
-from srpo import chaos
 from srpo.configs import EvalArgs
 from srpo.evals.scoring import bootstrap_ci
 from srpo.runfolder import GENERATIONS, ITEMS, METRICS, atomic_write_json, write_jsonl
 from srpo.sharding import ShardedGeneration, inference_device
-from srpo.steps import StepRun, model_input
+from srpo.steps import StepRun, append_batches, model_input
 
 
 def metrics_of(items: list[dict], n_boot: int, seed: int) -> dict:
@@ -117,7 +115,6 @@ def run(args: EvalArgs, judge=None) -> dict | None:
     if step.done():
         return None
     from srpo.models import load_policy
-    from srpo.progress import progress
 
     with ShardedGeneration(folder, "generations") as shard:
         step.begin()  # after the process group is up: its barrier keeps other ranks out until the folder is ready
@@ -130,13 +127,12 @@ def run(args: EvalArgs, judge=None) -> dict | None:
         if todo:
             model, processor = load_policy(args.policy_dir)
             model.to(inference_device()).eval()
-            with shard.open_part() as f:
-                for b, batch in progress(todo, desc="evaluating"):
-                    texts = generate_batch(model, processor, batch, args, seed=args.seed + b)
-                    f.write("".join(json.dumps({"key": _key(it), "responses": responses}) + "\n"
-                                    for it, responses in zip(batch, texts, strict=True)))
-                    f.flush()
-                    chaos.point(args.step, "batch")
+            def produce(numbered):
+                b, batch = numbered
+                texts = generate_batch(model, processor, batch, args, seed=args.seed + b)
+                return [{"key": _key(it), "responses": responses} for it, responses in zip(batch, texts, strict=True)]
+
+            append_batches(shard.part_path, todo, produce, step=args.step, desc="evaluating")
             del model
         position = {_key(it): i for i, it in enumerate(items)}
         done = {r["key"]: r["responses"] for r in shard.merge(gen_path, key=lambda r: r["key"],

@@ -8,16 +8,14 @@ counted in the manifest (judge_failure_rate) and never become scores.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from srpo import chaos
 from srpo.configs import JudgeArgs
 from srpo.judges.pairwise import PAIRWISE_PROMPT_VERSION, PairwiseStats, judge_groups_pairwise
 from srpo.runfolder import JUDGMENTS, PAIRS, SAMPLES, read_complete_jsonl, read_jsonl
-from srpo.steps import StepRun, model_input
+from srpo.steps import StepRun, append_batches, model_input
 
 
 def inputs(args) -> dict:
@@ -35,7 +33,6 @@ def run(args: JudgeArgs) -> dict | None:
     with step:
         from srpo.judges.base import JUDGE_PROMPT_VERSION
         from srpo.judges.verdict import EVAL_JUDGE_PROMPT_VERSION
-        from srpo.progress import progress
 
         pairs = {p["id"]: p for p in read_jsonl(Path(args.data_dir) / PAIRS)}
         by_prompt = defaultdict(list)
@@ -67,22 +64,21 @@ def run(args: JudgeArgs) -> dict | None:
         # one.
         chunk = args.judge_batch_size if model_judge is not None else 1
         data_dir = Path(args.data_dir)
-        with open(out_path, "a", encoding="utf-8") as f:
-            for start in progress(range(0, len(todo), chunk), desc="judging"):
-                groups = [(pairs[pid], sorted(by_prompt[pid], key=lambda s: s["sample_idx"]))
-                          for pid in todo[start:start + chunk]]
-                if model_judge is not None and args.judge_mode == "pairwise":
-                    judged = judge_groups_pairwise(model_judge, groups, data_dir, seed=args.seed, stats=pairwise)
-                elif model_judge is not None:
-                    from srpo.judges.model_judge import judge_groups
+        def produce(prompt_ids):
+            groups = [(pairs[pid], sorted(by_prompt[pid], key=lambda s: s["sample_idx"])) for pid in prompt_ids]
+            if model_judge is not None and args.judge_mode == "pairwise":
+                judged = judge_groups_pairwise(model_judge, groups, data_dir, seed=args.seed, stats=pairwise)
+            elif model_judge is not None:
+                from srpo.judges.model_judge import judge_groups
 
-                    judged = judge_groups(model_judge, groups, data_dir)
-                else:
-                    judged = [[_judge(args.judge_backend, pair, assessments.get(pair["id"]), s) for s in group]
-                              for pair, group in groups]
-                f.write("".join(json.dumps(j.to_dict(), sort_keys=True) + "\n" for js in judged for j in js))
-                f.flush()
-                chaos.point(args.step, "batch")
+                judged = judge_groups(model_judge, groups, data_dir)
+            else:
+                judged = [[_judge(args.judge_backend, pair, assessments.get(pair["id"]), s) for s in group]
+                          for pair, group in groups]
+            return [j.to_dict() for js in judged for j in js]
+
+        append_batches(out_path, [todo[i:i + chunk] for i in range(0, len(todo), chunk)], produce, step=args.step,
+                       desc="judging")
         rows = read_complete_jsonl(out_path)
         scored = [r for r in rows if not r["failed"]]
         if args.judge_mode == "pairwise":

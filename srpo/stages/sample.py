@@ -11,14 +11,12 @@ batch has its own seed the result equals an uninterrupted run, with any number o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from srpo import chaos
 from srpo.configs import SampleArgs
 from srpo.runfolder import PAIRS, SAMPLES
 from srpo.sharding import ShardedGeneration, inference_device
-from srpo.steps import StepRun, model_input
+from srpo.steps import StepRun, append_batches, model_input
 
 
 def batch_seed(seed: int, batch_index: int) -> int:
@@ -47,7 +45,6 @@ def run(args: SampleArgs) -> dict | None:
 
 def _sample(args: SampleArgs, step: StepRun, shard: ShardedGeneration) -> dict | None:
     from srpo.models import generate, load_policy, pair_inputs
-    from srpo.progress import progress
 
     data_dir = Path(args.data_dir)
     prompts = prompts_of(data_dir, "train")
@@ -71,16 +68,14 @@ def _sample(args: SampleArgs, step: StepRun, shard: ShardedGeneration) -> dict |
 
             def gen(prompts, **kw):
                 return generate(model, processor, prompts, do_sample=True, **kw)
-        with shard.open_part() as f:
-            for b, batch in progress(todo, desc="sampling"):
-                texts = gen(pair_inputs(data_dir, batch), max_new_tokens=args.sample_max_new_tokens, k=args.sample_k,
-                            temperature=args.sample_temperature, top_p=args.sample_top_p,
-                            seed=batch_seed(args.seed, b))
-                lines = [json.dumps({"prompt_id": p["id"], "sample_idx": k, "response": t}, sort_keys=True) + "\n"
-                         for p, ks in zip(batch, texts, strict=True) for k, t in enumerate(ks)]
-                f.write("".join(lines))  # one write per batch; a torn tail is dropped on resume
-                f.flush()
-                chaos.point(args.step, "batch")
+        def produce(numbered):
+            b, batch = numbered
+            texts = gen(pair_inputs(data_dir, batch), max_new_tokens=args.sample_max_new_tokens, k=args.sample_k,
+                        temperature=args.sample_temperature, top_p=args.sample_top_p, seed=batch_seed(args.seed, b))
+            return [{"prompt_id": p["id"], "sample_idx": k, "response": t}
+                    for p, ks in zip(batch, texts, strict=True) for k, t in enumerate(ks)]
+
+        append_batches(shard.part_path, todo, produce, step=args.step, desc="sampling")
     position = {p["id"]: i for i, p in enumerate(prompts)}
     rows = shard.merge(out_path, key=lambda r: (r["prompt_id"], r["sample_idx"]),
                        order=lambda r: (position[r["prompt_id"]], r["sample_idx"]))
