@@ -158,22 +158,24 @@ def test_connection_refused_is_reported():
 # ------------------------------------------------------------------------------------------------- retry-after/backoff
 
 
-def test_retry_after_seconds_is_honoured():
-    with FaultServer(retry_after_s=1) as srv, make_client(srv) as client:
+def _timed(fault: str, retry_after_s: int):
+    """(result, seconds waited, client stats) of one request that meets `fault` first."""
+    with FaultServer(retry_after_s=retry_after_s) as srv, make_client(srv) as client:
         t0 = time.monotonic()
-        res = client.complete("q <<fault:http_429_retry_after>>")
-        waited = time.monotonic() - t0
+        res = client.complete(f"q <<fault:{fault}>>")
+        return res, time.monotonic() - t0, client.stats()
+
+
+def test_retry_after_seconds_is_honoured():
+    res, waited, _ = _timed("http_429_retry_after", 1)
     assert res.ok and res.attempts == 2
     assert waited >= 1.0, waited  # the SDK's own first backoff is at most 0.5 s: this was the header's wait
     assert waited < 2.5, waited
 
 
 def test_retry_after_as_an_http_date_is_honoured():
-    with FaultServer(retry_after_s=2) as srv, make_client(srv) as client:
-        t0 = time.monotonic()
-        res = client.complete("q <<fault:http_429_date>>")
-        waited = time.monotonic() - t0
-    assert res.ok and res.attempts == 2 and client.stats()["retries"] == {"http_429": 1}
+    res, waited, stats = _timed("http_429_date", 2)
+    assert res.ok and res.attempts == 2 and stats["retries"] == {"http_429": 1}
     assert waited >= 0.9, waited  # the date has whole seconds, so the wait is between 1 and 2 s
     assert waited < 3.5, waited
 
