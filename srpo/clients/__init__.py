@@ -1,4 +1,5 @@
-"""Clients for teacher and judge models. Standard library only, so importing this is cheap."""
+"""Clients for teacher and judge models. Importing this is cheap: the `openai` SDK is imported only when a
+client is built."""
 
 from srpo.clients.openai_compat import (
     ChatClient,
