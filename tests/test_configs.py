@@ -22,7 +22,11 @@ def test_demo_recipe_parses_into_every_stage_config():
     assert sft.output_dir.endswith("sft/trainer")
     dpo = driver.args("dpo", "iter_001/dpo", policy_dir="p/model", ref_dir="r/model", pairs_dir="x", data_dir="d")
     assert dpo.beta == pytest.approx(0.1)
-    assert driver.gate.gate_patience == 2
+    from srpo.configs import GateStepArgs
+
+    gate = driver.args("gate", "iter_001/gate", cls=GateStepArgs, gate_iteration=1, eval_dirs=["e0", "e1"],
+                       judgments_dir="j")
+    assert gate.gate_patience == 2 and gate.gate_max_oversafety_rise == pytest.approx(0.05)
 
 
 def test_unknown_recipe_key_names_it(tmp_path):
