@@ -28,13 +28,15 @@ def load_policy(path: str, *, trust_remote_code: bool = False, load_in_4bit: boo
     base = json.loads(adapter_cfg.read_text())["base_model_name_or_path"] if adapter_cfg.exists() else path
     kwargs = dict(use_safetensors=True, trust_remote_code=trust_remote_code)
     if load_in_4bit:
-        from transformers import BitsAndBytesConfig
+        from trl import ModelConfig, get_quantization_config
 
-        # transformers 5 matches skip patterns from the model root: "vision_tower" alone would silently not match.
-        kwargs.update(device_map="cpu" if not torch.cuda.is_available() else None, quantization_config=(
-            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
-                               llm_int8_skip_modules=["model.vision_tower", "model.visual",
-                                                      "model.multi_modal_projector", "lm_head"])))
+        # TRL's NF4 config, plus what it has no field for: the modules kept in full precision. transformers 5 matches
+        # skip patterns from the model root: "vision_tower" alone would silently not match.
+        quantization = get_quantization_config(ModelConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           dtype="float32"))
+        quantization.llm_int8_skip_modules = ["model.vision_tower", "model.visual", "model.multi_modal_projector",
+                                              "lm_head"]
+        kwargs.update(device_map="cpu" if not torch.cuda.is_available() else None, quantization_config=quantization)
     try:
         model = AutoModelForImageTextToText.from_pretrained(base, **kwargs)
     except ValueError as e:

@@ -31,12 +31,14 @@ def prepare_model(model, args):
 
 
 def lora_config(args):
+    """TRL's own LoRA config from the step's fields (srpo keeps its flat, prefixed names in recipes)."""
     if not args.use_lora:
         return None
-    from peft import LoraConfig
+    from trl import ModelConfig, get_peft_config
 
-    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                      target_modules=args.lora_target_modules)
+    return get_peft_config(ModelConfig(use_peft=True, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+                                       lora_dropout=0.0, lora_task_type="CAUSAL_LM",
+                                       lora_target_modules=args.lora_target_modules))
 
 
 def load_reference_adapter(model, ref_dir: str) -> None:

@@ -185,3 +185,20 @@ def test_import_srpo_stays_light():
            "'accelerate') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+REAL = [p for p in RECIPES if p.parent.name != "tiny"]
+
+
+@pytest.mark.parametrize("path", REAL, ids=_ids(REAL))
+def test_real_model_recipes_pass_the_preflight_with_a_tiny_stand_in(path):
+    """What `srpo run` checks before any work, on this machine: everything but the 7B weights, which a tiny
+    stand-in replaces (a model spec is resolved like a folder would be)."""
+    from srpo.recipe import check_recipe
+
+    if "zero" in path.read_text():
+        pytest.importorskip("deepspeed")
+    assert check_recipe(path, ["run.run_model=tiny:llava"], preflight=True) == []
+    # Without the stand-in the preflight names the missing weights, and only them.
+    problems = check_recipe(path, preflight=True)
+    assert len(problems) == 1 and "key 'run.run_model'" in problems[0], problems
