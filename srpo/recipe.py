@@ -112,11 +112,24 @@ def check_recipe(path: str | os.PathLike, overrides: list[str] = (), *, prefligh
     """Every problem of a recipe, each naming the section and key and saying how to fix it; [] when it is fine.
 
     Static checks need nothing but the recipe; `preflight` adds what this machine and its files must provide."""
+    return _check(path, overrides, preflight, deepspeed, world_size)[1]
+
+
+def validate(path: str | os.PathLike, overrides: list[str] = (), *, preflight: bool = False) -> dict:
+    """The loaded recipe, or ConfigError listing every problem (one line each)."""
+    recipe, problems = _check(path, overrides, preflight, None, None)
+    if problems:
+        head = f"recipe {path} was refused before any work ({len(problems)} problem{'s' * (len(problems) > 1)}):"
+        raise ConfigError(head + "\n  - " + "\n  - ".join(problems))
+    return recipe
+
+
+def _check(path, overrides, preflight: bool, deepspeed: str | None, world_size: int | None) -> tuple[dict, list]:
     name = str(path)
     try:
         recipe = load_recipe(name, list(overrides))
     except ConfigError as e:
-        return [str(e)]
+        return {}, [str(e)]
     built, problems = _build_sections(recipe, name)
     if "eval" in built:
         from srpo.evals.suites import check_suites
@@ -129,16 +142,7 @@ def check_recipe(path: str | os.PathLike, overrides: list[str] = (), *, prefligh
     problems += _launch_problems(recipe, name, deepspeed, world_size)
     if preflight and not problems:
         problems += _preflight(recipe, built, name)
-    return list(dict.fromkeys(problems))
-
-
-def validate(path: str | os.PathLike, overrides: list[str] = (), *, preflight: bool = False) -> dict:
-    """The loaded recipe, or ConfigError listing every problem (one line each)."""
-    problems = check_recipe(path, overrides, preflight=preflight)
-    if problems:
-        head = f"recipe {path} was refused before any work ({len(problems)} problem{'s' * (len(problems) > 1)}):"
-        raise ConfigError(head + "\n  - " + "\n  - ".join(problems))
-    return load_recipe(str(path), list(overrides))
+    return recipe, list(dict.fromkeys(problems))
 
 
 def _build_sections(recipe: dict, name: str) -> tuple[dict, list[str]]:
@@ -200,7 +204,7 @@ def _launch_problems(recipe: dict, name: str, deepspeed: str | None, world_size:
 
 def _preflight(recipe: dict, built: dict, name: str) -> list[str]:
     """What this machine and its files must provide for the recipe to run to the end."""
-    from srpo.model_specs import TINY_KINDS, TINY_PREFIX
+    from srpo.model_specs import TINY_KINDS, TINY_PREFIX, check_model_folder
 
     problems = []
 
@@ -212,11 +216,10 @@ def _preflight(recipe: dict, built: dict, name: str) -> list[str]:
                 problems.append(f"{name}: key '{where}': unknown built-in model {spec!r}; the built-in ones are "
                                 + ", ".join(TINY_PREFIX + k for k in TINY_KINDS))
             return
-        p = Path(spec)
-        if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
-            problems.append(f"{name}: key '{where}': {spec!r} is not a local model folder (no config.json). srpo "
-                            "never downloads: download it first (e.g. `huggingface-cli download <repo> --local-dir "
-                            "<dir>`) and give the folder, or use tiny:llava")
+        try:
+            check_model_folder(spec)
+        except FileNotFoundError as e:
+            problems.append(f"{name}: key '{where}': {e}")
 
     def package(where: str, module: str, extra: str) -> None:
         if importlib.util.find_spec(module) is None:

@@ -10,10 +10,11 @@ hashes the thresholds and the content of all of those, so a changed metric anywh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
-from srpo.configs import GateStepArgs
+from srpo.configs import GateArgs, GateStepArgs
 from srpo.runfolder import GATE, MANIFEST, atomic_write_json
 from srpo.steps import StepRun
 
@@ -45,8 +46,7 @@ def run(args: GateStepArgs) -> dict | None:
         previous = [GateDecision(**json.loads((Path(d) / GATE).read_text())["decision"])
                     for d in args.previous_gate_dirs]
         decision = decide(history, t, previous, args)
-        thresholds = {k: getattr(args, k) for k in args.__dataclass_fields__ if k.startswith("gate_")
-                      and k != "gate_iteration"}
+        thresholds = {f.name: getattr(args, f.name) for f in dataclasses.fields(GateArgs)}
         atomic_write_json(step.folder / GATE, {"decision": decision.to_dict(), "thresholds": thresholds,
                                                "metrics": history})
         return step.finish([GATE], {"decision": decision.to_dict()})
