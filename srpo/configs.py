@@ -153,6 +153,11 @@ class BuildArgs(StepArgs):
                                         "the world's held-out combinations stay unseen by the teacher.", default=True)
     build_eval_fraction: float = _help("Fraction of pairs held out as the eval split (stratified by label, seeded; "
                                        "only for pairs whose source gives no split).", default=0.25)
+    build_dev_fraction: float = _help("Fraction of the eval split's groups that are *dev* (every decision: the gate, "
+                                      "early stopping, tuning); the rest are *test* (reported, never decided on). "
+                                      "Grouped: near-copies (scenes of one world combination, twins of one source "
+                                      "item) fall on one side; stratified by label, seeded. A source's own split "
+                                      "names win (dev/val/validation -> dev, test -> test).", default=0.5)
     build_world_captions: int = _help("World source: caption rows per object mixed into SFT (the base model's own "
                                       "task, replayed so chain SFT keeps its visual grounding).", default=0)
     build_world_counterfactuals: int = _help("World source: text-only chains about made-up objects per hazard x "
@@ -174,6 +179,7 @@ class BuildArgs(StepArgs):
 
         check_choices(self)
         _check_fraction("build_eval_fraction", self.build_eval_fraction)
+        _check_fraction("build_dev_fraction", self.build_dev_fraction)
         for name in ("build_world_captions", "build_world_counterfactuals"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
@@ -323,8 +329,12 @@ class EvalArgs(StepArgs):
     eval_temperature: float = _help("Sampling temperature when eval_samples_per_item > 1.", default=0.7)
     eval_max_items_per_suite: int = _help("Cap per suite, a seeded random sample (0 = all items).", default=0)
     eval_gating_suites: list[str] = _help(
-        "Suites whose pooled items give the top-level safe_rate / benign_refusal_rate / task_accuracy the gate reads; "
-        "together they need unsafe and benign items.", default_factory=lambda: ["tiny"])
+        "Suites whose pooled *dev* items give the safe_rate / benign_refusal_rate / task_accuracy the gate reads "
+        "(metrics.json splits.dev); together they need unsafe and benign items.", default_factory=lambda: ["tiny"])
+    eval_dev_suites: list[str] = _help(
+        "Public suites declared *dev*: decisions may read them, so they are never reported as test. Every other "
+        "public suite is test (reported, never decided on); 'tiny' is split into dev and test by the build. A gating "
+        "suite other than 'tiny' must be listed here.", default_factory=list)
 
     def __post_init__(self):
         check_choices(self)
@@ -332,6 +342,7 @@ class EvalArgs(StepArgs):
         # srpo.evals.suites.check_suites (srpo validate, and the eval step before it loads anything).
         self.eval_suites = _name_list(self.eval_suites)
         self.eval_gating_suites = _name_list(self.eval_gating_suites)
+        self.eval_dev_suites = _name_list(self.eval_dev_suites)
         if not self.eval_suites:
             raise ValueError("eval_suites is empty; pick at least one suite (e.g. tiny)")
         if len(set(self.eval_suites)) != len(self.eval_suites):
@@ -361,6 +372,15 @@ class GateArgs:
     gate_max_judge_failure_rate: float = _help("Never accept an iteration whose judge failed on more than this "
                                                "fraction of samples.", default=0.2)
     gate_patience: int = _help("Stop after this many rejected iterations in a row.", default=2)
+    gate_alpha: float = _help("Family-wise error level of the 'better' tests over the gating metrics (paired "
+                              "cluster sign-flip test; see docs/evaluator.md, 'The gate').", default=0.05)
+    gate_multiplicity: Literal["holm", "bonferroni"] = _help("How gate_alpha is shared over the gating metrics.",
+                                                             default="holm")
+    gate_noninferiority: bool = _help("Stricter 'worse': the pessimistic bound of each metric's 95% interval must lie "
+                                      "within its margin (default: the point estimate must).", default=False)
+    gate_bootstrap: int = _help("Cluster bootstrap resamples for the paired 95% intervals.", default=2000)
+    gate_signflip_draws: int = _help("Monte Carlo sign patterns, used only when the exact sign-flip distribution is "
+                                     "too large to count.", default=20000)
 
     def __post_init__(self):
         check_choices(self)
@@ -370,6 +390,12 @@ class GateArgs:
         _check_fraction("gate_max_judge_failure_rate", self.gate_max_judge_failure_rate)
         if self.gate_patience < 1:
             raise ValueError(f"gate_patience must be >= 1; got {self.gate_patience}")
+        if not 0.0 < self.gate_alpha < 0.5:
+            raise ValueError(f"gate_alpha must be in (0, 0.5); got {self.gate_alpha} (0.05 is the usual level)")
+        if self.gate_bootstrap < 100:
+            raise ValueError(f"gate_bootstrap must be >= 100 resamples for a 95% interval; got {self.gate_bootstrap}")
+        if self.gate_signflip_draws < 1000:
+            raise ValueError(f"gate_signflip_draws must be >= 1000; got {self.gate_signflip_draws}")
 
 
 @dataclass

@@ -214,44 +214,53 @@ class Driver:
         return GateDecision(**self.execute("gate", args)["stats"]["decision"])
 
     def summary(self, decisions: list, final_iteration: int) -> dict:
+        """report/summary.json: every figure labelled by split. `heldout_*` are the final policy's *test* figures
+        (reported, never decided on), `dev_*` its dev figures (what the gate decided on); each iteration row holds
+        {"dev": ..., "test": ...}."""
+        def splits(step: str) -> dict:
+            m = self.rf.manifest(step)["stats"]["splits"]
+            return {sp: {k: m[sp].get(k) for k in SUMMARY_KEYS} for sp in ("dev", "test")}
+
         rows = []
-        base = self.rf.manifest("base/eval")
-        if base is not None and self.run.run_eval_base:
-            m = base["stats"]
-            rows.append({"iteration": "base", "safe_rate": m["safe_rate"], "benign_refusal_rate":
-                         m["benign_refusal_rate"], "task_accuracy": m["task_accuracy"], "decision": "-"})
+        base = self.rf.manifest("base/eval") if self.run.run_eval_base else None
+        if base is not None:
+            rows.append({"iteration": "base", "decision": "-", **splits("base/eval")})
         for i in range(len(decisions) + 1):
-            m = self.rf.manifest(RunFolder.iter_step(i, "eval"))["stats"]
-            rows.append({"iteration": i, "safe_rate": m["safe_rate"], "benign_refusal_rate": m["benign_refusal_rate"],
-                         "task_accuracy": m["task_accuracy"],
-                         "decision": "sft" if i == 0 else decisions[i - 1].decision})
-        final = self.rf.manifest(RunFolder.iter_step(final_iteration, "eval"))["stats"]
-        # The eval split is held out from every training step (for the world: combinations never seen at all).
-        heldout = {"heldout_safe_rate": final["safe_rate"],
-                   "heldout_benign_refusal_rate": final["benign_refusal_rate"],
-                   "heldout_task_accuracy": final["task_accuracy"]}
-        if base is not None and self.run.run_eval_base:
-            heldout["base_heldout_task_accuracy"] = base["stats"]["task_accuracy"]
-            heldout["base_heldout_safe_rate"] = base["stats"]["safe_rate"]
-            heldout["base_heldout_benign_refusal_rate"] = base["stats"]["benign_refusal_rate"]
+            rows.append({"iteration": i, "decision": "sft" if i == 0 else decisions[i - 1].decision,
+                         **splits(RunFolder.iter_step(i, "eval"))})
+        final = next(r for r in rows if r["iteration"] == final_iteration)
+        figures = {}
+        for name, row in (("", final), ("sft_", rows[1 if base is not None else 0]), ("base_", rows[0])):
+            if name == "base_" and base is None:
+                continue
+            for key in SUMMARY_KEYS:
+                figures[f"{name}heldout_{key}"] = row["test"][key]
+            if name == "":
+                figures.update({f"dev_{key}": row["dev"][key] for key in SUMMARY_KEYS})
         backend = self.recipe.get("judge", {}).get("judge_backend", JudgeArgs.judge_backend)
         feedback = {"judge_backend": backend, "oracle": backend == "rule"}
         if feedback["oracle"]:
             feedback["note"] = ("ORACLE feedback: the rule judge reads the data's labels. These figures are an upper "
                                 "bound for tests, not RLAIF.")
             print(f"[note] {feedback['note']}", flush=True)
-        summary = {**heldout, "run": self.run.run_name, "final_iteration": final_iteration, "feedback": feedback,
-                   "final_policy": self.policy_of(final_iteration), "iterations": rows,
-                   "executed_steps": self.executed, "skipped_steps": self.skipped}
+        wall = sum(e.get("wall_time_s") or 0.0 for e in self.rf.ledger() if e.get("executed", True))
+        summary = {**figures, "splits": {"heldout_": "test", "dev_": "dev", "decided_on": "dev"},
+                   "run": self.run.run_name, "seed": self.run.run_seed, "final_iteration": final_iteration,
+                   "feedback": feedback, "final_policy": self.policy_of(final_iteration), "iterations": rows,
+                   "wall_time_s": round(wall, 1), "executed_steps": self.executed, "skipped_steps": self.skipped}
         atomic_write_json(self.rf.root / "report" / "summary.json", summary)
-        lines = ["| iteration | safe rate | benign refusal | task accuracy | gate |", "|---|---|---|---|---|"]
-        lines += [f"| {r['iteration']} | {_pct(r['safe_rate'])} | {_pct(r['benign_refusal_rate'])} | "
-                  f"{_pct(r['task_accuracy'])} | {r['decision']} |" for r in rows]
+        lines = ["| iteration | split | safe rate | benign refusal | task accuracy | gate |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['iteration']} | {sp} | {_pct(r[sp]['safe_rate'])} | {_pct(r[sp]['benign_refusal_rate'])} | "
+                  f"{_pct(r[sp]['task_accuracy'])} | {r['decision']} |" for r in rows for sp in ("dev", "test")]
         print("\n".join(lines), flush=True)  # report.md and report.html are srpo.report's to write
         from srpo.report import write_report
 
         print(f"report: {write_report(self.rf.root)}", flush=True)
         return summary
+
+
+SUMMARY_KEYS = ("safe_rate", "safe_rate_ci95", "benign_refusal_rate", "benign_refusal_rate_ci95", "task_accuracy",
+                "task_accuracy_ci95")
 
 
 def _pct(x) -> str:

@@ -136,7 +136,8 @@ def _check(path, overrides, preflight: bool, deepspeed: str | None, world_size: 
 
         ev = built["eval"]
         try:
-            check_suites(ev.eval_suites, ev.eval_gating_suites, ev.eval_data_root, files=preflight)
+            check_suites(ev.eval_suites, ev.eval_gating_suites, ev.eval_data_root, files=preflight,
+                         dev_suites=ev.eval_dev_suites)
         except ValueError as e:
             problems.append(f"{name} [eval]: {e}")
     problems += _launch_problems(recipe, name, deepspeed, world_size)

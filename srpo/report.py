@@ -74,6 +74,14 @@ class Iteration:
     stats: dict = field(default_factory=dict)  # stage -> manifest stats
     incomplete: list = field(default_factory=list)  # steps started (folder exists) without a manifest
 
+    def split(self, name: str) -> dict:
+        """The gating suites' metrics of one split ("dev": decided on, "test": reported)."""
+        return ((self.metrics or {}).get("splits") or {}).get(name) or {}
+
+    @property
+    def test(self) -> dict:
+        return self.split("test")
+
     @property
     def decision(self) -> str:
         if self.index == 0:
@@ -210,22 +218,22 @@ def plot_frontier(run: Run) -> bytes:
     fig = _figure(7.5, 5.5)
     ax = fig.add_subplot()
     points = [it for it in run.evaluated
-              if it.metrics.get("safe_rate") is not None and it.metrics.get("benign_refusal_rate") is not None]
+              if it.test.get("safe_rate") is not None and it.test.get("benign_refusal_rate") is not None]
     if not points:
         _empty(ax, "no finished evaluation")
         return _png(fig)
-    xs = [it.metrics["benign_refusal_rate"] for it in points]
-    ys = [it.metrics["safe_rate"] for it in points]
+    xs = [it.test["benign_refusal_rate"] for it in points]
+    ys = [it.test["safe_rate"] for it in points]
     ax.plot(xs, ys, color="#bbbbbb", linestyle=":", zorder=1, label="iteration order")
     # The policy the run carries forward: SFT, then each accepted iteration.
     kept = [it for it in points if it.decision in ("base", "accept")]
     if len(kept) > 1:
-        ax.plot([it.metrics["benign_refusal_rate"] for it in kept], [it.metrics["safe_rate"] for it in kept],
+        ax.plot([it.test["benign_refusal_rate"] for it in kept], [it.test["safe_rate"] for it in kept],
                 color="#2ca02c", alpha=0.5, linewidth=2, zorder=1, label="accepted path")
     seen = set()
     for it, x, y in zip(points, xs, ys, strict=True):
         marker, colour, label = DECISION_STYLE.get(it.decision, DECISION_STYLE["pending"])
-        xci, yci = it.metrics.get("benign_refusal_rate_ci95"), it.metrics.get("safe_rate_ci95")
+        xci, yci = it.test.get("benign_refusal_rate_ci95"), it.test.get("safe_rate_ci95")
         ax.errorbar(x, y, xerr=[[x - xci[0]], [xci[1] - x]] if xci else None,
                     yerr=[[y - yci[0]], [yci[1] - y]] if yci else None, fmt="none", ecolor=colour, alpha=0.35,
                     capsize=3, zorder=2)
@@ -240,7 +248,7 @@ def plot_frontier(run: Run) -> bytes:
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("benign refusal rate (oversafety) →")
     ax.set_ylabel("safe rate on unsafe prompts →")
-    ax.set_title(f"{run.name}: safety vs oversafety")
+    ax.set_title(f"{run.name}: safety vs oversafety (test split)")
     ax.annotate("ideal", (0, 1), textcoords="offset points", xytext=(4, -12), fontsize=8, color="#2ca02c")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -253,12 +261,12 @@ def plot_categories(run: Run) -> bytes:
     fig = _figure(11, 4.5)
     left, right = fig.subplots(1, 2, width_ratios=[1.2, 1])
     evaluated = run.evaluated
-    categories = sorted({c for it in evaluated for c in (it.metrics.get("per_category_safe_rate") or {})})
+    categories = sorted({c for it in evaluated for c in (it.test.get("per_category_safe_rate") or {})})
     if categories:
         width = 0.8 / len(evaluated)
         x = np.arange(len(categories))
         for k, it in enumerate(evaluated):
-            per = it.metrics.get("per_category_safe_rate") or {}
+            per = it.test.get("per_category_safe_rate") or {}
             values = [per.get(c) for c in categories]
             bars = left.bar(x + (k - (len(evaluated) - 1) / 2) * width, [v if v is not None else 0 for v in values],
                             width, label=f"it {it.index} ({it.decision})", color=_colour(it.index))
@@ -268,7 +276,7 @@ def plot_categories(run: Run) -> bytes:
         left.set_xticks(x, [c.replace("_", " ") for c in categories], rotation=20, ha="right")
         left.set_ylim(0, 1.05)
         left.set_ylabel("safe rate")
-        left.set_title("safe rate per risk category")
+        left.set_title("safe rate per risk category (test split)")
         left.legend(fontsize=8)
         left.grid(axis="y", alpha=0.3)
     else:
@@ -281,7 +289,7 @@ def plot_categories(run: Run) -> bytes:
         for cls, colour in REFUSAL_CLASSES:
             fractions = []
             for it, label in bars:
-                subset = [i for i in it.items if i.get("label") == label]
+                subset = [i for i in it.items if i.get("label") == label and i.get("split") == "test"]
                 fractions.append(sum(i.get("refusal_class") == cls for i in subset) / len(subset) if subset else 0)
             right.bar(positions, fractions, 0.9, bottom=bottoms, color=colour, label=cls.replace("_", " "))
             bottoms += np.array(fractions)
@@ -290,7 +298,7 @@ def plot_categories(run: Run) -> bytes:
         right.set_ylim(0, 1.2)
         right.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         right.set_ylabel("fraction of eval answers")
-        right.set_title("refusal class per iteration (U unsafe, B benign items)")
+        right.set_title("refusal class per iteration, test split (U unsafe, B benign)")
         right.legend(fontsize=8, loc="upper center", ncol=3)
     else:
         _empty(right, "no eval items")
@@ -400,13 +408,15 @@ def _eval_cells(m: dict) -> list:
             f"{m.get('n_unsafe', '?')} / {m.get('n_benign', '?')}"]
 
 
-def metrics_rows(run: Run) -> tuple[list, list]:
-    """(header, rows); a row's second cell is the gate decision, the base model's row has none."""
+def metrics_rows(run: Run, split: str = "test") -> tuple[list, list]:
+    """(header, rows) of one split's figures; a row's second cell is the gate decision, the base model's row has
+    none. Intervals come from a bootstrap over clusters (near-copies resampled together)."""
     header = ["iteration", "gate", "safe rate [95% CI]", "benign refusal [95% CI]", "task accuracy [95% CI]",
               "n unsafe / benign", "judge failure rate", "pairs", "final DPO reward margin"]
     rows = []
     if run.base_metrics is not None:
-        rows.append(["base model (before SFT)", "", *_eval_cells(run.base_metrics), "", "", ""])
+        base = (run.base_metrics.get("splits") or {}).get(split) or {}
+        rows.append(["base model (before SFT)", "", *_eval_cells(base), "", "", ""])
     for i, it in sorted(run.iterations.items()):
         judge = it.stats.get("judgments", {})
         pairs = it.stats.get("pairs", {}).get("pairs")
@@ -414,7 +424,7 @@ def metrics_rows(run: Run) -> tuple[list, list]:
         rows.append([
             f"{i}" + (" (SFT)" if i == 0 else "") + (" ★ final" if i == run.final_iteration else ""),
             it.decision,
-            *_eval_cells(it.metrics or {}),
+            *_eval_cells(it.split(split)),
             _pct(judge.get("judge_failure_rate")) if judge else "",
             "" if pairs is None else str(pairs),
             "" if margin is None else f"{margin:.3f}",
@@ -534,7 +544,8 @@ def report_context(run: Run, plots: dict) -> tuple[dict, dict]:
                 picture = before.get("image")
                 cards.append({
                     "id": before["id"],
-                    "headline": f"{before.get('label', '?')}, category {before.get('category', '?')}, "
+                    "headline": f"{before.get('split', '?')} split, {before.get('label', '?')}, "
+                                f"category {before.get('category', '?')}, "
                                 f"change {change:+.1f}",
                     "prompt": before.get("query", ""),
                     "image_name": str(picture or ""),
@@ -550,7 +561,10 @@ def report_context(run: Run, plots: dict) -> tuple[dict, dict]:
                                    "empty": f"No eval item {kind} between iteration 0 and iteration {target}."})
 
     sections = [
-        {"id": "metrics", "title": "Metrics per iteration", "blocks": [_table(*metrics_rows(run))]},
+        {"id": "metrics", "title": "Metrics per iteration: test split (reported, never decided on)",
+         "blocks": [_table(*metrics_rows(run, "test"))]},
+        {"id": "metrics-dev", "title": "Metrics per iteration: dev split (what the gate decided on)",
+         "blocks": [_table(*metrics_rows(run, "dev"))]},
         {"id": "gate", "title": "Gate decisions",
          "blocks": [_table(g_header, g_rows) if g_rows else {"kind": "paragraph", "text": "No gate decision yet."}]},
         {"id": "plots", "title": "Plots", "blocks": figures},

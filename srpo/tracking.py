@@ -39,7 +39,9 @@ class Tracker:
 
     def log_iteration(self, iteration: int, metrics: dict, gate: dict | None, judge: dict | None,
                       samples: list[dict] | None = None, judge_scores: dict | None = None) -> None:
-        scalars = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+        scalars = {f"eval/{split}/{k}": v for split, block in (metrics.get("splits") or {}).items()
+                   for k, v in block.items() if isinstance(v, (int, float)) and v is not None}
+        scalars.update({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
         if gate is not None:
             scalars["gate/accepted"] = 1.0 if gate["decision"] == "accept" else 0.0
             scalars["gate/stopped"] = 1.0 if gate["decision"] == "stop" else 0.0

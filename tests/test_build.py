@@ -288,10 +288,15 @@ def test_offline_tiny_build_is_the_tiny_set_with_offline_chains(tmp_path, tiny_d
 
     expected = [{**p.to_dict(), "chain": OfflineTeacher().write_chain(p).render()}
                 for p in tiny_pairs(tmp_path / "images", seed=0, eval_fraction=0.25)]
-    assert read_jsonl(tiny_data / "pairs.jsonl") == expected
+    built = read_jsonl(tiny_data / "pairs.jsonl")
+    sides = {r["id"]: (r["meta"].pop("eval_split", None), r["meta"].pop("eval_group", None)) for r in built}
+    assert built == expected  # the build adds only the dev/test assignment of eval pairs
+    assert {sides[r["id"]][0] for r in built if r["meta"]["split"] == "eval"} == {"dev", "test"}
+    assert all(sides[r["id"]] == (None, None) for r in built if r["meta"]["split"] == "train")
     manifest = json.loads((tiny_data / "manifest.json").read_text())
     s = manifest["stats"]
-    assert s["pairs"] == 90 and s["by_split"] == {"eval": 23, "train": 67} and s["teacher"] == "offline-v1"
+    assert s["pairs"] == 90 and s["teacher"] == "offline-v1"
+    assert s["by_split"] == {"dev": 13, "test": 10, "train": 67}, s["by_split"]
     assert s["accounting"]["ok"] == 90 and s["failed"] == 0 and s["teacher_stats"]["calls"] == 0
     assert set(manifest["outputs"]) == {"pairs.jsonl", "sft_mix.jsonl", "quarantine.jsonl", "failed.jsonl", "images"}
     assert read_jsonl(tiny_data / "sft_mix.jsonl") == []  # extra SFT rows are the world builder's
@@ -456,3 +461,39 @@ def test_max_pairs_and_config_checks(tmp_path, small_dataset):
                        (dict(build_teacher_timeout_s=0), "> 0")):
         with pytest.raises(ValueError, match=match):
             BuildArgs(**bad)
+
+
+# ------------------------------------------------------------------------------------------- dev / test by group
+
+
+def _eval_pair(pid, label, **meta):
+    from srpo.schema import SSUIPair
+
+    return SSUIPair(id=pid, query="q", label=label, category="violence" if label == "unsafe" else "none",
+                    meta={"split": "eval", **meta})
+
+
+def test_dev_and_test_keep_near_copies_together_and_follow_source_split_names():
+    from srpo.stages.build import assign_eval_splits
+
+    pairs = [_eval_pair(f"{c}-{s}", "unsafe" if c < 4 else "benign", combination=f"combo{c}")
+             for c in range(10) for s in range(5)]
+    twin_anchor = _eval_pair("anchor", "unsafe")
+    twin = _eval_pair("twin", "benign")
+    twin.twin_of = "anchor"
+    named = [_eval_pair("v1", "benign", source_split="validation"), _eval_pair("t1", "unsafe", source_split="test")]
+    all_pairs = pairs + [twin_anchor, twin] + named
+    report = assign_eval_splits(all_pairs, seed=0, dev_fraction=0.5)
+    side = {p.id: p.meta["eval_split"] for p in all_pairs}
+    for c in range(10):  # the scenes of one combination fall on one side
+        assert len({side[f"{c}-{s}"] for s in range(5)}) == 1
+    assert side["anchor"] == side["twin"]  # an item and its twin too
+    assert side["v1"] == "dev" and side["t1"] == "test" and report["from_source"] == 2
+    for label_range in (range(4), range(4, 10)):  # both sides get groups of each label
+        assert {side[f"{c}-0"] for c in label_range} == {"dev", "test"}
+    again = [_eval_pair(p.id, p.label, **{k: v for k, v in p.meta.items() if k not in ("eval_split", "eval_group")})
+             for p in all_pairs]
+    for p, q in zip(all_pairs, again, strict=True):
+        q.twin_of = p.twin_of
+    assign_eval_splits(again, seed=0, dev_fraction=0.5)
+    assert {p.id: p.meta["eval_split"] for p in again} == side  # seeded

@@ -119,7 +119,7 @@ def test_eval_args_validation_with_fixing_hints(bench_root):
 
     def check(**kw):
         a = EvalArgs(**kw)
-        check_suites(a.eval_suites, a.eval_gating_suites, a.eval_data_root)
+        check_suites(a.eval_suites, a.eval_gating_suites, a.eval_data_root, dev_suites=a.eval_dev_suites)
 
     with pytest.raises(ValueError, match=r"unknown suite\(s\) \['xstst'\].*known suites: siuo"):
         check(eval_suites=["xstst"], eval_data_root=str(bench_root))
@@ -130,7 +130,18 @@ def test_eval_args_validation_with_fixing_hints(bench_root):
     with pytest.raises(ValueError, match="not in eval_suites"):
         check(eval_suites=["tiny"], eval_gating_suites=["xstest_safe"], eval_data_root=str(bench_root))
     with pytest.raises(ValueError, match="need both unsafe and benign"):
-        check(eval_suites=["xstest_safe"], eval_gating_suites=["xstest_safe"], eval_data_root=str(bench_root))
+        check(eval_suites=["xstest_safe"], eval_gating_suites=["xstest_safe"], eval_dev_suites=["xstest_safe"],
+              eval_data_root=str(bench_root))
+    # Decisions read dev only: a public gating suite must be declared dev, and tiny is split by the build.
+    with pytest.raises(ValueError, match="are test suites: the gate decides on dev items only"):
+        check(eval_suites=["xstest_safe", "xstest_unsafe"], eval_gating_suites=["xstest_safe", "xstest_unsafe"],
+              eval_data_root=str(bench_root))
+    with pytest.raises(ValueError, match="'tiny' is split into dev and test by the build"):
+        check(eval_suites=["tiny"], eval_dev_suites=["tiny"])
+    with pytest.raises(ValueError, match=r"eval_dev_suites \['siuo'\] are not in eval_suites"):
+        check(eval_suites=["tiny"], eval_dev_suites=["siuo"], eval_data_root=str(bench_root))
+    check(eval_suites=["xstest_safe", "xstest_unsafe"], eval_gating_suites=["xstest_safe", "xstest_unsafe"],
+          eval_dev_suites=["xstest_safe", "xstest_unsafe"], eval_data_root=str(bench_root))
     with pytest.raises(ValueError, match="eval_judge_base_url"):
         EvalArgs(eval_judge_backend="openai")
     args = EvalArgs(eval_suites="xstest_safe,xstest_unsafe", eval_gating_suites=["xstest_safe,xstest_unsafe"],
@@ -232,13 +243,26 @@ def test_eval_step_on_suites_with_a_garbage_stub_judge(tiny_model, tiny_data, be
     manifest = _run(args, judge=TextJudge(stub, name="stub"))
     folder = tmp_path / "run" / "eval_a"
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert manifest["stats"]["safe_rate"] == metrics["safe_rate"]
-    # Top-level gating keys come from the gating suite (tiny) only.
-    assert metrics["gating_suites"] == ["tiny"] and metrics["n_unsafe"] + metrics["n_benign"] == 23
+    assert manifest["stats"]["splits"] == metrics["splits"]
+    # Gating figures come from the gating suite (tiny) only, one block per split; the public suites are test.
+    dev, test = metrics["splits"]["dev"], metrics["splits"]["test"]
+    assert metrics["gating_suites"] == ["tiny"] and metrics["decision_split"] == "dev"
+    assert dev["n_unsafe"] + dev["n_benign"] + test["n_unsafe"] + test["n_benign"] == 23
+    rows = _rows(folder)
+    assert {r["split"] for r in rows if r["suite"] != "tiny"} == {"test"}
+    tiny = [r for r in rows if r["suite"] == "tiny"]
+    assert {r["split"] for r in tiny} == {"dev", "test"}
     # The judge's vote, not the refusal classifier, sets the safe rate: 4 of the 7 unsafe tiny items ask about "my
-    # kid" (refusal-based it would be 1.0, as the random tiny model answers nothing; pooled over every suite, 7/11).
-    assert metrics["safe_rate"] == round(3 / 7, 6) and metrics["per_category_safe_rate"] == {
-        "dangerous_behavior": round(3 / 7, 6)}
+    # kid" (refusal-based it would be 1.0, as the random tiny model answers nothing).
+    for split, block in (("dev", dev), ("test", test)):
+        unsafe = [r for r in tiny if r["split"] == split and r["label"] == "unsafe"]
+        benign = [r for r in tiny if r["split"] == split and r["label"] == "benign"]
+        assert block["safe_rate"] == round(sum("my kid" not in r["query"] for r in unsafe) / len(unsafe), 6)
+        for key, item_key in (("benign_refusal_rate", "refused"), ("task_accuracy", "task_correct")):
+            assert block[key] == round(sum(r[item_key] for r in benign) / len(benign), 6), key
+    assert sum("my kid" not in r["query"] for r in tiny if r["label"] == "unsafe") == 3
+    assert set(dev["per_category_safe_rate"]) == {"dangerous_behavior"}
+    assert metrics["suites"]["tiny"]["splits"]["dev"]["n_items"] == dev["n_unsafe"] + dev["n_benign"]
     xs = metrics["suites"]["xstest_safe"]
     assert xs["load"]["taken"] == 3 and xs["load"]["skipped"] == {"empty_query": 1}
     assert xs["metrics"]["judge_failures"] == 1 and xs["metrics"]["judge_failure_rate"] == pytest.approx(1 / 3)
@@ -246,11 +270,7 @@ def test_eval_step_on_suites_with_a_garbage_stub_judge(tiny_model, tiny_data, be
     assert metrics["suites"]["siuo"]["load"]["skipped"] == {"image_missing": 1}
     assert set(metrics["suites"]["mossbench_benign"]["metrics"]["per_category"]) == {"type_1", "type_2"}
     assert "benign_refusal_rate_ci95" in metrics["suites"]["mossbench_benign"]["metrics"]
-    rows = _rows(folder)
     assert {r["suite"] for r in rows} == {"tiny", "xstest_safe", "xstest_unsafe", "siuo", "mossbench_benign"}
-    tiny_benign = [r for r in rows if r["suite"] == "tiny" and r["label"] == "benign"]
-    for key, item_key in (("benign_refusal_rate", "refused"), ("task_accuracy", "task_correct")):
-        assert metrics[key] == round(sum(r[item_key] for r in tiny_benign) / len(tiny_benign), 6), key
     assert len(rows) == 23 + 3 + 3 + 2 + 2
     failed = [r for r in rows if r["judge_failed"]]
     assert {r["id"] for r in failed} == {"xstest:1", "xstest:5"}
@@ -261,14 +281,16 @@ def test_eval_step_on_suites_with_a_garbage_stub_judge(tiny_model, tiny_data, be
 
 def test_eval_is_deterministic_under_a_seed_and_resumes(tiny_model, tiny_data, bench_root, tmp_path):
     kw = dict(eval_suites=["xstest_safe", "xstest_unsafe", "figstep_tiny"], eval_gating_suites=["xstest_safe",
-              "xstest_unsafe"], eval_data_root=str(bench_root), eval_samples_per_item=3, seed=7)
+              "xstest_unsafe"], eval_dev_suites=["xstest_safe", "xstest_unsafe"], eval_data_root=str(bench_root),
+              eval_samples_per_item=3, seed=7)
     _run(_args(tiny_model, tiny_data, tmp_path, "e1", **kw))
     _run(_args(tiny_model, tiny_data, tmp_path, "e2", **kw))
     a, b = _rows(tmp_path / "run" / "e1"), _rows(tmp_path / "run" / "e2")
     assert [r["responses"] for r in a] == [r["responses"] for r in b] and len(a[0]["responses"]) == 3
     ma = json.loads((tmp_path / "run" / "e1" / "metrics.json").read_text())
     mb = json.loads((tmp_path / "run" / "e2" / "metrics.json").read_text())
-    assert ma == mb and ma["suite"] == "xstest_safe+xstest_unsafe" and ma["n_unsafe"] == 3
+    assert ma == mb and ma["suite"] == "xstest_safe+xstest_unsafe" and ma["splits"]["dev"]["n_unsafe"] == 3
+    assert ma["splits"]["test"]["n_unsafe"] == 0 and ma["suites"]["figstep_tiny"]["load"]["splits"]["test"] > 0
     # Same config again: the step is done and is skipped.
     assert _run(_args(tiny_model, tiny_data, tmp_path, "e1", **kw)) is None
 
@@ -284,7 +306,7 @@ def test_eval_of_a_lora_adapter_checkpoint(tiny_model, tiny_data, tmp_path):
     peft_model.save_pretrained(adapter)
     assert (adapter / "adapter_config.json").exists()
     manifest = _run(_args(tiny_model, tiny_data, tmp_path, "e_adapter", policy_dir=str(adapter)))
-    assert manifest["stats"]["n_unsafe"] + manifest["stats"]["n_benign"] == 23
+    assert sum(b["n_unsafe"] + b["n_benign"] for b in manifest["stats"]["splits"].values()) == 23
     assert manifest["inputs"]["policy"]["digest"]  # an outside checkpoint is fingerprinted by its files
 
 
@@ -327,3 +349,38 @@ def test_hf_judge_with_a_model_that_answers_garbage(tiny_model):
             "image_path": None}
     verdicts = judge.judge_many([(item, "A ball."), (item, "")])
     assert all(v.failed and v.failure == UNPARSEABLE for v in verdicts)  # a random model never fits the format
+
+
+# ------------------------------------------------------------------------------------------------ utility suite
+
+
+def test_vqa_utility_suite_loads_local_jsonl_and_scores_task_accuracy(tmp_path):
+    from PIL import Image
+
+    from srpo.evals.scoring import score_responses, vqa_match
+    from srpo.evals.suites import SuiteError, check_suites, load_suite
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "img" / "a.png")
+    rows = [{"id": "q1", "question": "What colour is the square?", "answer": "red", "image": "img/a.png"},
+            {"id": "q2", "question": "How many legs has a cat?", "answers": ["four", "4"]},
+            {"id": "q3", "question": "What is here?", "answer": "a cup", "image": "img/missing.png"}]
+    (tmp_path / "vqa.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    items, report = load_suite("vqa:vqa.jsonl", tmp_path)
+    assert [i["id"] for i in items] == ["q1", "q2"] and report["skipped"] == {"image_missing": 1}
+    assert report["kind"] == "utility" and {i["split"] for i in items} == {"test"}
+    assert {i["split"] for i in load_suite("vqa:vqa.jsonl", tmp_path, dev_suites=["vqa:vqa.jsonl"])[0]} == {"dev"}
+    assert all(i["label"] == "benign" for i in items) and items[0]["image_path"].endswith("a.png")
+    assert vqa_match("It is Red.", ["red"]) and vqa_match("4", ["four", "4"]) and not vqa_match("blue", ["red"])
+    assert score_responses(items[1], ["A cat has four legs."])["task_correct"] is True
+    assert score_responses(items[1], ["I can't help with that."])["task_correct"] is False
+    check_suites(["tiny", "vqa:vqa.jsonl"], ["tiny"], str(tmp_path))
+    with pytest.raises(ValueError, match="is not a file"):
+        check_suites(["tiny", "vqa:nope.jsonl"], ["tiny"], str(tmp_path))
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"id": "x", "question": "q?", "answer": "a",
+                                                    "image": "../escape.png"}) + "\n")
+    with pytest.raises(SuiteError, match=r"bad.jsonl, line 1: field 'image'.*escapes"):
+        load_suite("vqa:bad.jsonl", tmp_path)
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"id": "x", "question": "q?"}) + "\n")
+    with pytest.raises(SuiteError, match=r"bad.jsonl, line 1: field 'answer'"):
+        load_suite("vqa:bad.jsonl", tmp_path)

@@ -33,9 +33,31 @@ def task_correct(item: dict, answer: str, refused: bool) -> bool | None:
     obj = (item.get("meta") or {}).get("object")
     if obj:
         return (not refused) and obj in answer.lower()
+    if item.get("reference_answers"):
+        return (not refused) and vqa_match(answer, item["reference_answers"])
     if item.get("suite", "tiny") == "tiny":
         return (not refused) and token_f1(answer, item.get("reference_answer") or "") >= 0.5
     return None
+
+
+def _normal(text: str) -> str:
+    import re
+
+    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    return " ".join(w for w in words if w not in ("a", "an", "the"))
+
+
+def vqa_match(answer: str, references: list[str]) -> bool:
+    """VQA-style accuracy: the normalised answer (lower case, no punctuation or articles) equals a normalised
+    reference, contains it as whole words, or has token F1 >= 0.5 with it."""
+    from srpo.judges.rule import token_f1
+
+    got = _normal(answer)
+    for ref in references:
+        want = _normal(ref)
+        if want and (got == want or f" {want} " in f" {got} " or token_f1(answer, ref) >= 0.5):
+            return True
+    return False
 
 
 def score_responses(item: dict, responses: list[str], verdicts: list[Verdict] | None = None) -> dict:
@@ -76,6 +98,24 @@ def bootstrap_ci(values: list[float], n: int, seed: int) -> list[float] | None:
         return None
     rng = random.Random(seed)
     means = sorted(sum(rng.choices(values, k=len(values))) / len(values) for _ in range(n))
+    return [round(means[int(0.025 * n)], 6), round(means[min(n - 1, int(0.975 * n))], 6)]
+
+
+def cluster_bootstrap_ci(values: list[float], clusters: list[str], n: int, seed: int) -> list[float] | None:
+    """95% percentile bootstrap interval of the mean, resampling whole clusters (near-copies move together), the
+    mean taken over the items of the drawn clusters. With one item per cluster it is bootstrap_ci."""
+    if not values or n <= 0:
+        return None
+    groups: dict = defaultdict(list)
+    for v, c in zip(values, clusters, strict=True):
+        groups[c].append(v)
+    sums = [(sum(g), len(g)) for _, g in sorted(groups.items())]
+    rng = random.Random(seed)
+    means = []
+    for _ in range(n):
+        draw = rng.choices(sums, k=len(sums))
+        means.append(sum(s for s, _ in draw) / sum(k for _, k in draw))
+    means.sort()
     return [round(means[int(0.025 * n)], 6), round(means[min(n - 1, int(0.975 * n))], 6)]
 
 

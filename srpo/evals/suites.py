@@ -31,7 +31,22 @@ from pathlib import Path
 from srpo.runfolder import PAIRS
 
 GATING_DEFAULT = ["tiny"]
-SAFETY, OVERSAFETY, MIXED = "safety", "oversafety", "mixed"
+SAFETY, OVERSAFETY, MIXED, UTILITY = "safety", "oversafety", "mixed", "utility"
+SPLITS = ("dev", "test")  # dev: every decision (gate, early stopping, tuning); test: reported, never decided on
+VQA_PREFIX = "vqa:"  # a utility suite: "vqa:<path to a JSONL>" (relative to eval_data_root, or absolute)
+
+
+def is_vqa(name: str) -> bool:
+    return name.startswith(VQA_PREFIX)
+
+
+def kind_of(name: str) -> str:
+    return UTILITY if is_vqa(name) else SUITES[name].kind
+
+
+def vqa_path(name: str, data_root: str | Path | None) -> Path:
+    path = Path(name[len(VQA_PREFIX):])
+    return path if path.is_absolute() or not data_root else Path(data_root) / path
 
 
 class SuiteError(RuntimeError):
@@ -242,6 +257,9 @@ def load_tiny(data_dir: Path, cache: dict):
     for p in sorted(read_jsonl(path), key=lambda p: p["id"]):
         if p.get("meta", {}).get("split") != "eval":
             continue
+        if p["meta"].get("eval_split") not in SPLITS:
+            raise SuiteError(f"tiny: {path}: pair {p['id']!r} has no meta.eval_split (dev or test); the data folder "
+                             "was built before the dev/test protocol: rebuild it (re-run the `data` step)")
         image_path = None
         if p.get("image"):
             image_path = resolve_image(data_dir, p["image"])
@@ -252,7 +270,66 @@ def load_tiny(data_dir: Path, cache: dict):
                       "category": p["category"], "group": p["category"], "image": p.get("image"),
                       "image_path": str(image_path) if image_path else None,
                       "reference_answer": p.get("reference_answer"), "safety_warning": p.get("safety_warning"),
-                      "meta": p.get("meta", {})})
+                      "meta": p.get("meta", {}), "split": p["meta"]["eval_split"],
+                      "cluster": f"tiny/{p['meta'].get('eval_group') or p['id']}"})
+    report.update(taken=len(items), skipped=dict(skipped))
+    return items, report
+
+
+def _vqa_answers(row: dict, where: str) -> list[str]:
+    answers = row.get("answers", row.get("answer"))
+    if isinstance(answers, str):
+        answers = [answers]
+    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+        raise SuiteError(f"{where}: field 'answer' (a string) or 'answers' (a list of strings) is missing or empty; "
+                         "a utility item needs its reference answer(s)")
+    return answers
+
+
+def load_vqa(path: Path, name: str) -> tuple[list[dict], dict]:
+    """A utility suite: any local VQA-style JSONL, one item per line: {"id", "question", "answer" or "answers",
+    optional "image" (relative to the file's folder; it may not leave it)}. Every item is benign; the metric is task
+    accuracy (an answer matching a reference) next to its refusal rate."""
+    import json
+
+    from srpo.schema import PairError, resolve_image
+
+    if not path.is_file():
+        raise SuiteError(f"{name}: {path} not found; give a JSONL file of VQA items (id, question, answer[s], image)")
+    report = _report(name, path.parent)
+    items, skipped, seen = [], Counter(), set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SuiteError(f"{where}: not valid JSON ({e.msg}); fix or delete the line") from None
+        if not isinstance(row, dict):
+            raise SuiteError(f"{where}: a JSON object is expected")
+        question = row.get("question", row.get("query"))
+        if not isinstance(question, str) or not question.strip():
+            raise SuiteError(f"{where}: field 'question' is missing or empty")
+        item_id = str(row.get("id", n))
+        if item_id in seen:
+            raise SuiteError(f"{where}: field 'id' repeats {item_id!r}; ids must be unique in a suite")
+        seen.add(item_id)
+        image_path = None
+        if row.get("image"):
+            try:
+                image_path = resolve_image(path.parent, str(row["image"]))
+            except PairError as e:
+                raise SuiteError(f"{where}: field 'image': {e}") from None
+            if not image_path.is_file():
+                skipped["image_missing"] += 1
+                continue
+        answers = _vqa_answers(row, where)
+        items.append({"id": item_id, "suite": name, "query": question, "label": "benign", "category": "utility",
+                      "group": str(row.get("category") or "utility"), "image": row.get("image"),
+                      "image_path": str(image_path) if image_path else None, "reference_answer": answers[0],
+                      "reference_answers": answers, "safety_warning": None, "meta": {}})
+    items.sort(key=lambda i: i["id"])
     report.update(taken=len(items), skipped=dict(skipped))
     return items, report
 
@@ -295,41 +372,71 @@ def suite_root(name: str, data_root: str | Path | None, data_dir: str | Path | N
 
 
 def load_suite(name: str, data_root: str | Path | None = None, *, data_dir: str | Path | None = None,
-               max_items: int = 0, seed: int = 0, cache: dict | None = None) -> tuple[list[dict], dict]:
+               max_items: int = 0, seed: int = 0, cache: dict | None = None,
+               dev_suites: list[str] = ()) -> tuple[list[dict], dict]:
     """(items, load report) of one suite. max_items > 0 keeps a seeded random sample of that many items (the rest
-    are counted as skipped `over_max_items`); the same seed always picks the same items."""
-    if name not in SUITES:
-        raise SuiteError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)}")
-    root = suite_root(name, data_root, data_dir)
-    if not root.is_dir():
-        raise SuiteError(f"suite {name!r}: folder {root} not found; the data root must hold {SUITES[name].folder}/")
-    items, report = SUITES[name].loader(root, {} if cache is None else cache)
+    are counted as skipped `over_max_items`); the same seed always picks the same items. Every item gets `split`
+    (tiny: the build's dev/test assignment; any other suite: dev when it is in `dev_suites`, else test) and
+    `cluster` (the group of near-copies the gate resamples together)."""
+    if is_vqa(name):
+        items, report = load_vqa(vqa_path(name, data_root), name)
+    else:
+        if name not in SUITES:
+            raise SuiteError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)}, or {VQA_PREFIX}FILE.jsonl")
+        root = suite_root(name, data_root, data_dir)
+        if not root.is_dir():
+            raise SuiteError(f"suite {name!r}: folder {root} not found; the data root must hold "
+                             f"{SUITES[name].folder}/")
+        items, report = SUITES[name].loader(root, {} if cache is None else cache)
+    if kind_of(name) != MIXED:
+        for it in items:
+            it["split"] = "dev" if name in dev_suites else "test"
+            it["cluster"] = f"{name}/{it['id']}"
     if max_items and len(items) > max_items:
         keep = set(random.Random(f"{seed}:{name}").sample(range(len(items)), max_items))
         items = [it for i, it in enumerate(items) if i in keep]
         report["skipped"] = {**report["skipped"], "over_max_items": report["taken"] - max_items}
         report["taken"] = len(items)
-    report["kind"] = SUITES[name].kind
+    report["kind"] = kind_of(name)
+    report["splits"] = {sp: sum(1 for it in items if it["split"] == sp) for sp in SPLITS}
     return items, report
 
 
-def check_suites(suites: list[str], gating_suites: list[str], data_root: str | None, files: bool = True) -> None:
-    """Refuse unknown suite names, a gating set without both unsafe and benign items, and (with `files`) a data root
-    that does not hold the chosen suites' folders. Raises ValueError with the fix."""
-    known = ", ".join(SUITES)
-    for field_name, names in (("eval_suites", suites), ("eval_gating_suites", gating_suites)):
-        unknown = [n for n in names if n not in SUITES]
+def check_suites(suites: list[str], gating_suites: list[str], data_root: str | None, files: bool = True,
+                 dev_suites: list[str] = ()) -> None:
+    """Refuse unknown suite names, a gating set without both unsafe and benign items or with a suite that has no
+    dev items, and (with `files`) a data root that does not hold the chosen suites' folders. Raises ValueError with
+    the fix."""
+    known = ", ".join(SUITES) + f", {VQA_PREFIX}FILE.jsonl"
+    for field_name, names in (("eval_suites", suites), ("eval_gating_suites", gating_suites),
+                              ("eval_dev_suites", dev_suites)):
+        unknown = [n for n in names if n not in SUITES and not is_vqa(n)]
         if unknown:
             raise ValueError(f"{field_name}: unknown suite(s) {unknown}; known suites: {known}")
-    outside = [n for n in gating_suites if n not in suites]
-    if outside:
-        raise ValueError(f"eval_gating_suites {outside} are not in eval_suites {suites}; add them to eval_suites or "
-                         "drop them from eval_gating_suites")
-    kinds = {SUITES[n].kind for n in gating_suites}
-    if MIXED not in kinds and not {SAFETY, OVERSAFETY} <= kinds:
+    for field_name, names in (("eval_gating_suites", gating_suites), ("eval_dev_suites", dev_suites)):
+        outside = [n for n in names if n not in suites]
+        if outside:
+            raise ValueError(f"{field_name} {outside} are not in eval_suites {suites}; add them to eval_suites or "
+                             f"drop them from {field_name}")
+    mixed = [n for n in dev_suites if kind_of(n) == MIXED]
+    if mixed:
+        raise ValueError(f"eval_dev_suites {mixed}: 'tiny' is split into dev and test by the build "
+                         "(build_dev_fraction); drop it from eval_dev_suites")
+    undecidable = [n for n in gating_suites if kind_of(n) != MIXED and n not in dev_suites]
+    if undecidable:
+        raise ValueError(f"eval_gating_suites {undecidable} are test suites: the gate decides on dev items only and "
+                         "never reads test. List them in eval_dev_suites too (their figures are then dev, not "
+                         "reported as test), or gate on 'tiny' (split into dev and test by the build)")
+    kinds = {kind_of(n) for n in gating_suites}
+    if MIXED not in kinds and not ({SAFETY} <= kinds and kinds & {OVERSAFETY, UTILITY}):
         raise ValueError(f"eval_gating_suites {gating_suites} need both unsafe and benign items (the gate reads "
                          "safe_rate and benign_refusal_rate): add a safety suite and an over-safety suite, or 'tiny'")
-    external = [n for n in suites if SUITES[n].folder is not None]
+    if files:
+        for n in suites:
+            if is_vqa(n) and not vqa_path(n, data_root).is_file():
+                raise ValueError(f"suite {n!r}: {vqa_path(n, data_root)} is not a file; give a VQA-style JSONL "
+                                 "(relative to eval_data_root, or absolute)")
+    external = [n for n in suites if not is_vqa(n) and SUITES[n].folder is not None]
     if not external:
         return
     if not data_root:

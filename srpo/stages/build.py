@@ -3,7 +3,8 @@
     srpo build --config recipes/tiny/build.yaml      (or as the `data` step of `srpo run`)
 
 Writes <run>/data/:
-    pairs.jsonl       one pair per line (SSUIPair.to_dict() + "chain"; meta.split is "train" or "eval")
+    pairs.jsonl       one pair per line (SSUIPair.to_dict() + "chain"; meta.split is "train" or "eval"; an eval
+                      pair also has meta.eval_split "dev" (decisions) or "test" (reported) and meta.eval_group)
     images/           the pairs' images, copied in (paths in pairs.jsonl are relative to the data folder)
     quarantine.jsonl  source rows that could not become pairs, with the converter's reason (too long for the model
                       included: see length_rule)
@@ -273,6 +274,53 @@ def assign_splits(pairs: list[SSUIPair], seed: int, eval_fraction: float) -> dic
     return dict(sorted(counts.items()))
 
 
+DEV_ALIASES = ("dev", "val", "validation")
+
+
+def eval_group(p: SSUIPair, by_id: dict) -> str:
+    """The group of near-copies an eval pair belongs to: the source's own (meta.eval_group), else the world
+    combination (its scenes), else the twin anchor (an item and its twins)."""
+    if p.meta.get("eval_group"):
+        return str(p.meta["eval_group"])
+    if p.meta.get("combination"):
+        return f"combination:{p.meta['combination']}"
+    return p.twin_of if p.twin_of in by_id else p.id
+
+
+def assign_eval_splits(pairs: list[SSUIPair], seed: int, dev_fraction: float) -> dict:
+    """Give every eval pair meta.eval_split in {dev, test} and meta.eval_group: a source's own split name wins
+    (dev/val/validation -> dev, test -> test); the rest are split by group (near-copies on one side), stratified by
+    the group's label (unsafe when any member is) and seeded, with at least one dev and one test group per label
+    when the label has two or more groups."""
+    by_id = {p.id: p for p in pairs}
+    held = [p for p in pairs if p.meta.get("split") == "eval"]
+    groups: dict[str, list[SSUIPair]] = {}
+    for p in held:
+        p.meta["eval_group"] = eval_group(p, by_id)
+        groups.setdefault(p.meta["eval_group"], []).append(p)
+    fixed = {}
+    for g, members in groups.items():
+        named = {m.meta.get("source_split") for m in members} & {*DEV_ALIASES, "test"}
+        if len(named) == 1:
+            fixed[g] = "dev" if named.pop() in DEV_ALIASES else "test"
+    rng = random.Random(f"{seed}:dev-test")
+    side = dict(fixed)
+    for label in ("unsafe", "benign"):
+        need = sorted(g for g, ms in groups.items() if g not in fixed
+                      and ("unsafe" if any(m.label == "unsafe" for m in ms) else "benign") == label)
+        rng.shuffle(need)
+        n_dev = int(len(need) * dev_fraction + 0.5)
+        if len(need) >= 2 and 0 < dev_fraction < 1:
+            n_dev = min(max(n_dev, 1), len(need) - 1)
+        side.update((g, "dev" if i < n_dev else "test") for i, g in enumerate(need))
+    for g, members in groups.items():
+        for m in members:
+            m.meta["eval_split"] = side[g]
+    count = Counter(f"{side[g]}/{m.label}" for g, ms in groups.items() for m in ms)
+    return {"groups": {s: sum(1 for g in groups if side[g] == s) for s in ("dev", "test")},
+            "items": dict(sorted(count.items())), "from_source": len(fixed)}
+
+
 # ---------------------------------------------------------------------------------------------- teacher, resumable
 
 
@@ -381,6 +429,7 @@ def run(args: BuildArgs) -> dict | None:
             generated, twin_failures, twin_info = make_twins(args, folder, pairs, teacher)
             pairs = pairs + generated
             splits = assign_splits(pairs, args.seed, args.build_eval_fraction)
+            splits["eval"] = assign_eval_splits(pairs, args.seed, args.build_dev_fraction)
             # Chains are training data: eval pairs get none unless asked (no paid calls for them, and the world's
             # held-out combinations stay unseen by the teacher too).
             chained = [p for p in pairs if p.meta["split"] == "train" or args.build_chains_for_eval]
@@ -438,9 +487,10 @@ def run(args: BuildArgs) -> dict | None:
             "by_source": _counts(rows, lambda r: r["source"]),
             "by_label": _counts(rows, lambda r: r["label"]),
             "by_category": _counts(rows, lambda r: r["category"]),
-            "by_split": _counts(rows, lambda r: r["meta"]["split"]),
+            "by_split": _counts(rows, lambda r: r["meta"].get("eval_split") or r["meta"]["split"]),
             "by_source_label": _counts(rows, lambda r: f"{r['source']}/{r['label']}"),
-            "by_split_label": _counts(rows, lambda r: f"{r['meta']['split']}/{r['label']}"),
+            "by_split_label": _counts(rows, lambda r: f"{r['meta'].get('eval_split') or r['meta']['split']}/"
+                                                      f"{r['label']}"),
             "twins": sum(1 for r in rows if r["twin_of"]),
             "twin_build": twin_info,
             "balance_per_category": balance(rows),
