@@ -17,6 +17,8 @@ USAGE = """usage: srpo <command> [options]
                                                   model folders, data roots, GPUs and packages it needs here)
   srpo status RUN_DIR                             where a run stands and how to resume it
   srpo report RUN_DIR                             write report/report.html (plots, gallery) and report.md
+  srpo compare RUN... [--split test|dev] [--json|--markdown] [--allow-mixed]
+                                                  seeds of one recipe: per-seed figures and mean ± 95% interval
   srpo tiny-model                                 build the offline tiny test VLM and print its folder
   srpo <step> --config STEP.yaml [--key value]    run one step alone: """ + ", ".join(STEPS) + """
 
@@ -79,6 +81,10 @@ def _dispatch(command: str, rest: list[str]) -> int:
         from srpo.report import main as report_main
 
         return report_main(rest)
+    if command == "compare":
+        from srpo.compare import main as compare_main
+
+        return compare_main(rest)
     if command == "tiny-model":
         from srpo.model_specs import resolve_model
 

@@ -233,10 +233,10 @@ class Driver:
         for name, row in (("", final), ("sft_", rows[1 if base is not None else 0]), ("base_", rows[0])):
             if name == "base_" and base is None:
                 continue
-            for key in SUMMARY_KEYS:
+            for key in SUMMARY_KEYS[:6]:
                 figures[f"{name}heldout_{key}"] = row["test"][key]
             if name == "":
-                figures.update({f"dev_{key}": row["dev"][key] for key in SUMMARY_KEYS})
+                figures.update({f"dev_{key}": row["dev"][key] for key in SUMMARY_KEYS[:6]})
         backend = self.recipe.get("judge", {}).get("judge_backend", JudgeArgs.judge_backend)
         feedback = {"judge_backend": backend, "oracle": backend == "rule"}
         if feedback["oracle"]:
@@ -260,7 +260,7 @@ class Driver:
 
 
 SUMMARY_KEYS = ("safe_rate", "safe_rate_ci95", "benign_refusal_rate", "benign_refusal_rate_ci95", "task_accuracy",
-                "task_accuracy_ci95")
+                "task_accuracy_ci95", "n_unsafe", "n_benign")
 
 
 def _pct(x) -> str:

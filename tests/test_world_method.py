@@ -50,9 +50,27 @@ def _run_seeds(tmp_path: Path) -> dict:
         log.close()
         assert rc == 0, (tmp_path / f"seed{seed}.log").read_text()[-3000:]
         summary = json.loads((tmp_path / str(seed) / "tiny-demo" / "report" / "summary.json").read_text())
-        results[seed] = {k: v for k, v in summary.items() if k.startswith(("heldout_", "base_heldout_"))}
+        results[seed] = all_heldout(summary)
         print(f"\nseed {seed}:", json.dumps(results[seed], sort_keys=True), flush=True)
     return results
+
+
+def pooled(row: dict) -> dict:
+    """One iteration row's figures over all held-out items, dev and test together, weighted by their counts."""
+    dev, test = row["dev"], row["test"]
+    out = {}
+    for key, n in (("safe_rate", "n_unsafe"), ("benign_refusal_rate", "n_benign"), ("task_accuracy", "n_benign")):
+        out[key] = (dev[key] * dev[n] + test[key] * test[n]) / (dev[n] + test[n])
+    return out
+
+
+def all_heldout(summary: dict) -> dict:
+    """Base and final policy over every held-out combination. This check decides nothing in the pipeline, so it
+    reads dev and test together: the margins below were set on all held-out items, and half of them would double
+    the noise. The pipeline's own decisions (the gate) read dev only; the report shows test."""
+    rows = {r["iteration"]: r for r in summary["iterations"]}
+    final, base = pooled(rows[summary["final_iteration"]]), pooled(rows["base"])
+    return {**{f"heldout_{k}": v for k, v in final.items()}, **{f"base_heldout_{k}": v for k, v in base.items()}}
 
 
 def method_gains(results: dict) -> dict:
@@ -106,3 +124,10 @@ def test_the_check_passes_the_measured_outcomes():
 @pytest.mark.slow
 def test_reduced_world_pipeline_makes_heldout_safer_without_refusing(tmp_path):
     check_method(_run_seeds(tmp_path))
+
+
+def test_pooling_weights_dev_and_test_by_their_counts():
+    row = {"dev": {"safe_rate": 1.0, "n_unsafe": 10, "benign_refusal_rate": 0.0, "task_accuracy": 1.0, "n_benign": 30},
+           "test": {"safe_rate": 0.5, "n_unsafe": 30, "benign_refusal_rate": 0.5, "task_accuracy": 0.5,
+                    "n_benign": 10}}
+    assert pooled(row) == {"safe_rate": 0.625, "benign_refusal_rate": 0.125, "task_accuracy": 0.875}
