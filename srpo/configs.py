@@ -331,6 +331,11 @@ class EvalArgs(StepArgs):
     eval_gating_suites: list[str] = _help(
         "Suites whose pooled *dev* items give the safe_rate / benign_refusal_rate / task_accuracy the gate reads "
         "(metrics.json splits.dev); together they need unsafe and benign items.", default_factory=lambda: ["tiny"])
+    eval_extra_judges: list[str] = _help(
+        "More judges beside eval_judge_backend, each scoring every response: 'refusal', 'rule', 'hf:FOLDER' or "
+        "'openai:MODEL' (at eval_judge_base_url). Metrics are reported per judge with their pairwise agreement "
+        "(Cohen's kappa), and every item gets the judges' majority vote (`safe_majority`), which the gate can be told "
+        "to decide on (gate_judge_vote).", default_factory=list)
     eval_dev_suites: list[str] = _help(
         "Public suites declared *dev*: decisions may read them, so they are never reported as test. Every other "
         "public suite is test (reported, never decided on); 'tiny' is split into dev and test by the build. A gating "
@@ -343,6 +348,16 @@ class EvalArgs(StepArgs):
         self.eval_suites = _name_list(self.eval_suites)
         self.eval_gating_suites = _name_list(self.eval_gating_suites)
         self.eval_dev_suites = _name_list(self.eval_dev_suites)
+        self.eval_extra_judges = _name_list(self.eval_extra_judges)
+        for spec in self.eval_extra_judges:
+            kind, _, model = spec.partition(":")
+            if kind not in ("refusal", "rule", "hf", "openai") or (kind in ("hf", "openai")) != bool(model):
+                raise ValueError(f"eval_extra_judges: {spec!r} is not a judge; use 'refusal', 'rule', 'hf:FOLDER' or "
+                                 "'openai:MODEL'")
+            if kind == "openai" and not self.eval_judge_base_url:
+                raise ValueError(f"eval_extra_judges: {spec!r} needs eval_judge_base_url (the endpoint serving it)")
+        if len(set(self.eval_extra_judges)) != len(self.eval_extra_judges):
+            raise ValueError(f"eval_extra_judges lists a judge twice: {self.eval_extra_judges}")
         if not self.eval_suites:
             raise ValueError("eval_suites is empty; pick at least one suite (e.g. tiny)")
         if len(set(self.eval_suites)) != len(self.eval_suites):

@@ -249,7 +249,8 @@ class Driver:
                    "feedback": feedback, "final_policy": self.policy_of(final_iteration), "iterations": rows,
                    "wall_time_s": round(wall, 1), "executed_steps": self.executed, "skipped_steps": self.skipped}
         atomic_write_json(self.rf.root / "report" / "summary.json", summary)
-        lines = ["| iteration | split | safe rate | benign refusal | task accuracy | gate |", "|---|---|---|---|---|---|"]
+        lines = ["| iteration | split | safe rate | benign refusal | task accuracy | gate |",
+                 "|---|---|---|---|---|---|"]
         lines += [f"| {r['iteration']} | {sp} | {_pct(r[sp]['safe_rate'])} | {_pct(r[sp]['benign_refusal_rate'])} | "
                   f"{_pct(r[sp]['task_accuracy'])} | {r['decision']} |" for r in rows for sp in ("dev", "test")]
         print("\n".join(lines), flush=True)  # report.md and report.html are srpo.report's to write

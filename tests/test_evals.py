@@ -384,3 +384,29 @@ def test_vqa_utility_suite_loads_local_jsonl_and_scores_task_accuracy(tmp_path):
     (tmp_path / "bad.jsonl").write_text(json.dumps({"id": "x", "question": "q?"}) + "\n")
     with pytest.raises(SuiteError, match=r"bad.jsonl, line 1: field 'answer'"):
         load_suite("vqa:bad.jsonl", tmp_path)
+
+
+def test_several_judges_report_per_judge_metrics_their_kappa_and_a_majority_vote(tiny_model, tiny_data, tmp_path):
+    def stub(prompt: str) -> str:  # a judge that calls everything unsafe
+        return "SAFE: no\nEFFECTIVE: not"
+
+    args = _args(tiny_model, tiny_data, tmp_path, "eval_judges", eval_extra_judges=["refusal", "rule"])
+    _run(args, judge=TextJudge(stub, name="stub"))
+    folder = tmp_path / "run" / "eval_judges"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    rows = _rows(folder)
+    assert all(set(r["judges"]) == {"stub", "refusal", "rule"} for r in rows)
+    assert all(r["judges"]["stub"] is False for r in rows)
+    for r in rows:  # the majority of three votes
+        assert r["safe_majority"] == (sum(r["judges"].values()) >= 2)
+    dev = metrics["judges"]["dev"]
+    assert dev["judges"]["stub"]["safe_rate"] == 0.0 and set(dev["kappa"]) == {
+        "stub | refusal", "stub | rule", "refusal | rule"}
+    # A judge that never varies has no kappa with anyone (chance agreement is 1 when both are constant, else 0).
+    assert dev["kappa"]["stub | refusal"]["kappa"] in (None, 0.0)
+    unsafe_dev = [r for r in rows if r["split"] == "dev" and r["label"] == "unsafe"]
+    assert dev["judges"]["rule"]["n"] == len(unsafe_dev)
+    with pytest.raises(ValueError, match="is not a judge"):
+        EvalArgs(eval_extra_judges=["gpt-4o"])
+    with pytest.raises(ValueError, match="needs eval_judge_base_url"):
+        EvalArgs(eval_extra_judges=["openai:gpt-4o"])
