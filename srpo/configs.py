@@ -86,6 +86,10 @@ class RunArgs:
                                "without WANDB_API_KEY), trackio. Training curves use each step's report_to.",
                                default="none")
     run_eval_base: bool = _help("Also evaluate the base model before SFT (base/eval), for the report.", default=True)
+    run_judge_validation: list[str] = _help(
+        "Validation records of the run's judges: files written by `srpo judge-eval --json` (each names its judge, "
+        "e.g. 'openai:MODEL', and its agreement with human labels). The report shows them beside the judge's scores, "
+        "and says so when the training judge has none.", default_factory=list)
 
     @property
     def trackers(self) -> list[str]:

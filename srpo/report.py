@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -504,6 +505,50 @@ def _table(header: list, rows: list) -> dict:
                      for row in rows]}
 
 
+def judge_spec(section: dict, backend_key: str, model_key: str, default: str) -> str:
+    """A judge as `srpo judge-eval --judge` names it: 'openai:MODEL', 'hf:FOLDER', or the backend alone."""
+    backend = section.get(backend_key) or default
+    model = section.get(model_key)
+    return f"{backend}:{model}" if backend in ("openai", "hf") and model else backend
+
+
+def judge_validation(run: Run) -> tuple[list, list, list]:
+    """(header, rows, notes): the run's judges with their validation records (run.run_judge_validation)."""
+    config = run.folder.config() or {}
+    run_section, judge, ev = (config.get(k) if isinstance(config.get(k), dict) else {} for k in ("run", "judge",
+                                                                                                  "eval"))
+    training = judge_spec(judge, "judge_backend", "judge_model", "self")
+    judges = {training: "training feedback", judge_spec(ev, "eval_judge_backend", "eval_judge_model", "refusal"):
+              "evaluation"}
+    for extra in ev.get("eval_extra_judges") or []:
+        judges.setdefault(extra, "evaluation (extra)")
+    records, notes = [], []
+    for path in run_section.get("run_judge_validation") or []:
+        try:
+            record = json.loads(Path(path).read_text())
+            records.append((path, record["judge"]["spec"], record))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            notes.append(f"validation record {path} could not be read ({type(e).__name__}); re-create it with "
+                         "`srpo judge-eval ... --json > FILE`")
+    header = ["judge", "role", "benchmark", "n", "agreement with human labels [95% CI]", "record"]
+    rows = []
+    for spec, role in judges.items():
+        mine = [(p, r) for p, s, r in records if s == spec]
+        for path, r in mine:
+            metrics = r.get("metrics") or {}
+            cells = [f"{k}: {v['value']:.3f}" + (f" [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]" if v.get("ci95")
+                                                 else "")
+                     for k, v in metrics.items() if isinstance(v, dict) and "value" in v]
+            rows.append([spec, role, str(r.get("benchmark", "?")), str(r.get("n", "?")), "; ".join(cells), path])
+        if not mine:
+            rows.append([spec, role, "", "", "no validation record on file", ""])
+            if role == "training feedback" and spec != "rule":
+                notes.append(f"the training judge {spec!r} has no validation record on file: how far its scores "
+                             "agree with humans is unknown here. Measure it with `srpo judge-eval` on a "
+                             "human-labelled set and list the JSON in run.run_judge_validation")
+    return header, rows, notes
+
+
 def report_context(run: Run, plots: dict) -> tuple[dict, dict]:
     """(template context, {path relative to report/: PNG bytes}) for a run and its rendered plots.
 
@@ -560,11 +605,15 @@ def report_context(run: Run, plots: dict) -> tuple[dict, dict]:
                                    "cards": cards,
                                    "empty": f"No eval item {kind} between iteration 0 and iteration {target}."})
 
+    v_header, v_rows, v_notes = judge_validation(run)
     sections = [
         {"id": "metrics", "title": "Metrics per iteration: test split (reported, never decided on)",
          "blocks": [_table(*metrics_rows(run, "test"))]},
         {"id": "metrics-dev", "title": "Metrics per iteration: dev split (what the gate decided on)",
          "blocks": [_table(*metrics_rows(run, "dev"))]},
+        {"id": "judges", "title": "Judges and their validation against human labels",
+         "blocks": [_table(v_header, v_rows)] + [{"kind": "paragraph", "text": n[0].upper() + n[1:] + "."}
+                                                 for n in v_notes]},
         {"id": "gate", "title": "Gate decisions",
          "blocks": [_table(g_header, g_rows) if g_rows else {"kind": "paragraph", "text": "No gate decision yet."}]},
         {"id": "plots", "title": "Plots", "blocks": figures},

@@ -278,8 +278,10 @@ def test_markdown_and_html_say_the_same(run_dir):
     md, html_text = _both(run_dir)
 
     tables = _html_tables(html_text)
-    assert tables == _md_tables(md) and len(tables) == 3
-    metrics, dev_metrics, gates = tables
+    assert tables == _md_tables(md) and len(tables) == 4
+    metrics, dev_metrics, judges, gates = tables
+    assert judges[1][:2] == ["self", "training feedback"] and judges[1][4] == "no validation record on file"
+    assert "the training judge 'self' has no validation record on file" in md.lower()
     assert [row[2] for row in dev_metrics[1:]] == ["50.0%", "0.0%", "50.0%", "not evaluated"]
     assert "Metrics per iteration: test split (reported, never decided on)" in md
     assert metrics[0][:3] == ["iteration", "gate", "safe rate [95% CI]"]
@@ -448,3 +450,22 @@ def test_oracle_feedback_is_said_in_summary_and_report(run_dir, capsys, monkeypa
     default = Driver({"run": {"run_runs_dir": str(run_dir.parent), "run_name": run_dir.name, "run_eval_base": False}})
     assert default.summary([SimpleNamespace(decision="accept")], 1)["feedback"] == {"judge_backend": "self",
                                                                                      "oracle": False}
+
+
+def test_a_judge_validation_record_is_shown_beside_its_judge(run_dir, tmp_path):
+    import yaml
+
+    record = {"judge": {"spec": "openai:judge-7b"}, "benchmark": "msts", "n": 800,
+              "metrics": {"n": 800, "unsafe_f1": {"value": 0.636, "ci95": [0.55, 0.71]},
+                          "kappa": {"value": 0.6, "ci95": None}}}
+    path = tmp_path / "validation.json"
+    path.write_text(json.dumps(record))
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    config["run"] = {**(config.get("run") or {}), "run_judge_validation": [str(path), str(tmp_path / "gone.json")]}
+    config["judge"] = {"judge_backend": "openai", "judge_model": "judge-7b"}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    md, _ = _both(run_dir)
+    judges = _md_tables(md)[2]
+    assert judges[1] == ["openai:judge-7b", "training feedback", "msts", "800",
+                         "unsafe_f1: 0.636 [0.550, 0.710]; kappa: 0.600", str(path)]
+    assert "has no validation record" not in md and "gone.json could not be read" in md
