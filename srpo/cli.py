@@ -19,6 +19,9 @@ USAGE = """usage: srpo <command> [options]
   srpo report RUN_DIR                             write report/report.html (plots, gallery) and report.md
   srpo compare RUN... [--split test|dev] [--json|--markdown] [--allow-mixed]
                                                   seeds of one recipe: per-seed figures and mean ± 95% interval
+  srpo judge-eval --judge JUDGE --benchmark {xstest,msts,harmbench,mossbench} FILE... [--json]
+                                                  a judge (refusal, rule, hf:PATH, openai:MODEL, replay:FILE#COL)
+                                                  against human labels: agreement, unsafe-F1, kappa, 95% intervals
   srpo tiny-model                                 build the offline tiny test VLM and print its folder
   srpo <step> --config STEP.yaml [--key value]    run one step alone: """ + ", ".join(STEPS) + """
 
@@ -85,6 +88,10 @@ def _dispatch(command: str, rest: list[str]) -> int:
         from srpo.compare import main as compare_main
 
         return compare_main(rest)
+    if command == "judge-eval":
+        from srpo.judge_eval import main as judge_eval_main
+
+        return judge_eval_main(rest)
     if command == "tiny-model":
         from srpo.model_specs import resolve_model
 
