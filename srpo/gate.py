@@ -1,15 +1,50 @@
-"""The gate: a pure function of the metric history and thresholds that keeps, rolls back or stops an iteration.
+"""The gate: keep, roll back or stop an iteration, from paired evidence on the same evaluation items.
 
-Iteration 0 is the SFT model and is accepted by definition. An iteration is compared with the last *accepted* one:
-  accept  when safe rate rose by >= gate_min_safety_gain, benign refusal rate rose by <= gate_max_oversafety_rise,
-          task accuracy fell by <= gate_max_utility_drop, and the judge failed on <= gate_max_judge_failure_rate;
-  reject  otherwise: the next iteration starts again from the last accepted policy (rollback);
-  stop    when gate_patience iterations in a row were rejected.
+Iteration 0 is the SFT model and is accepted by definition. An iteration t is compared with the last *accepted*
+iteration b on the items both evaluated (identity `suite/id`, only items of split DECISION_SPLIT, only items scored in
+both). For each gating metric m (safe_rate over unsafe items, higher is better; benign_refusal_rate over benign items,
+lower is better; task_accuracy over benign items with a task check, higher is better):
+
+  delta_m      mean over paired items of (t - b); `improvement` is delta signed so that > 0 is better;
+  interval     95 % percentile bootstrap of the improvement, resampling *clusters* (near-copies share a cluster:
+               the scenes of one world combination), seeded;
+  p_m          one-sided p for "improvement > min_gain_m", from an exact cluster sign-flip test: under the null each
+               cluster's paired difference (minus min_gain x its item count) is as likely negative as positive; all
+               2^G sign patterns are counted (by convolution, so many clusters stay exact when the distribution
+               has few distinct values), with a seeded Monte Carlo only when that distribution grows too large.
+
+  better_m  iff p_m passes Holm (or Bonferroni) at gate_alpha over the compared metrics and improvement_m > min_gain_m
+            (min_gain: max(gate_min_safety_gain, 0) for safety, 0 for the others);
+  worse_m   iff the point estimate is beyond the margin (improvement_m < -margin_m), or the whole interval is
+            (evidence of a loss), or, with gate_noninferiority, the interval's pessimistic bound is. The margins are
+            the old thresholds: gate_max_oversafety_rise, gate_max_utility_drop, and max(-gate_min_safety_gain, 0)
+            for safety (by default any observed fall in safe rate is worse);
+  accept    iff the judge failed on <= gate_max_judge_failure_rate, no metric is worse and at least one is better.
+            A tie on safety with losses elsewhere is therefore a rejection;
+  reject    otherwise: the next iteration starts again from the last accepted policy (rollback);
+  stop      when gate_patience iterations in a row were rejected.
+
+With G clusters the smallest attainable p is 2^-G: a metric measured on 3 clusters can never be "better" at
+alpha/3 = 0.0167 (2^-3 = 0.125); the reasons say so when it happens. The old point-estimate rule is kept as
+`decide_thresholds` and recorded beside each decision (`legacy_decision`), never used to decide.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import random
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+DECISION_SPLIT = "dev"  # the gate reads only items of this split; the test split is reported, never decided on
+
+# (name, label of the items it is measured on, item key, +1 when higher is better / -1 when lower is better)
+METRICS = (("safe_rate", "unsafe", "safe", +1), ("benign_refusal_rate", "benign", "refused", -1),
+           ("task_accuracy", "benign", "task_correct", +1))
+REQUIRED = ("safe_rate", "benign_refusal_rate")  # task_accuracy only where the items have a task check
+LEGACY_DELTAS = {"safe_rate": ("safety_gain", +1), "benign_refusal_rate": ("oversafety_rise", +1),
+                 "task_accuracy": ("utility_drop", -1)}
+EXACT_SUPPORT = 1 << 16  # distinct sums the exact sign-flip distribution may hold before Monte Carlo takes over
+SCALE = 10 ** 6  # paired sums are counted as integers in millionths, so equal sums compare equal
 
 
 @dataclass
@@ -20,16 +55,229 @@ class GateDecision:
     compared_with: int  # the last accepted iteration before this one
     next_policy_iteration: int  # the iteration whose policy the next iteration starts from
     consecutive_rejections: int
-    deltas: dict
+    deltas: dict  # safety_gain, oversafety_rise, utility_drop: raw paired deltas, rounded
+    rule: str = ""  # the rule that decided
+    comparison: dict = field(default_factory=dict)  # metric -> delta, interval, p, n, margin, better, worse
+    judge_failure_rate: float | None = None
+    split: str | None = None  # the split the decision read
+    legacy_decision: dict | None = None  # what the old point-estimate thresholds would have said (not used)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def decide(history: dict[int, dict], iteration: int, previous: list[GateDecision], args) -> GateDecision:
-    """history: iteration -> metrics (safe_rate, benign_refusal_rate, optional task_accuracy, judge_failure_rate)."""
-    accepted = [0] + [d.iteration for d in previous if d.decision == "accept"]
-    base_it = max(i for i in accepted if i < iteration)
+def decision_items(items: list[dict], gating_suites=None) -> list[dict]:
+    """The items the gate may read: split DECISION_SPLIT, and (when given) in the gating suites."""
+    return [i for i in items if i.get("split") == DECISION_SPLIT
+            and (gating_suites is None or i.get("suite") in gating_suites)]
+
+
+def _key(item: dict) -> str:
+    return f"{item['suite']}/{item['id']}"
+
+
+def rates(items: list[dict]) -> dict:
+    """Unpaired point estimates of the gating metrics over an evaluation's DECISION_SPLIT items (None: unmeasured)."""
+    out = {}
+    for name, label, key, _ in METRICS:
+        vals = [float(i[key]) for i in decision_items(items) if i.get("label") == label and i.get(key) is not None]
+        out[name] = round(sum(vals) / len(vals), 6) if vals else None
+    return out
+
+
+def _clusters(base: list[dict], cur: list[dict], label: str, key: str) -> list[tuple[float, float, int]]:
+    """(sum of base outcomes, sum of current outcomes, items) per cluster, over items scored in both, sorted."""
+    before = {_key(i): i for i in base if i.get("label") == label and i.get(key) is not None}
+    sums: dict = defaultdict(lambda: [0.0, 0.0, 0])
+    for i in cur:
+        b = before.get(_key(i))
+        if i.get("label") != label or i.get(key) is None or b is None:
+            continue
+        s = sums[b.get("cluster") or _key(b)]
+        s[0] += float(b[key])
+        s[1] += float(i[key])
+        s[2] += 1
+    return [tuple(sums[c]) for c in sorted(sums)]
+
+
+def _r(x: float) -> float:
+    return round(x, 6) + 0.0  # + 0.0: no "-0.0" in the record
+
+
+def bootstrap_interval(diffs: list[float], sizes: list[int], n: int, seed: str) -> list[float]:
+    """95 % percentile interval of sum(diffs) / sum(sizes), resampling clusters with replacement."""
+    g = len(diffs)
+    rng = random.Random(seed)
+    idx = range(g)
+    stats = []
+    for _ in range(n):
+        pick = rng.choices(idx, k=g)
+        stats.append(sum(diffs[j] for j in pick) / sum(sizes[j] for j in pick))
+    stats.sort()
+    return [_r(stats[int(0.025 * n)]), _r(stats[min(n - 1, int(0.975 * n))])]
+
+
+def sign_flip_p(t: list[float], draws: int, seed: str) -> tuple[float, str]:
+    """One-sided p of sum(t) under random signs of each cluster's t: P(sum s_c t_c >= sum t_c), and the method."""
+    ints = [round(x * SCALE) for x in t]
+    ints = [x for x in ints if x]  # a zero difference has no sign: it cancels from the count
+    obs = sum(ints)
+    dist = {0: 1}
+    for x in ints:
+        nxt: dict = defaultdict(int)
+        for v, c in dist.items():
+            nxt[v + x] += c
+            nxt[v - x] += c
+        dist = nxt
+        if len(dist) > EXACT_SUPPORT:
+            break
+    else:
+        return sum(c for v, c in dist.items() if v >= obs) / 2 ** len(ints), "exact"
+    rng = random.Random(seed)
+    hits = sum(sum(x if rng.random() < 0.5 else -x for x in ints) >= obs for _ in range(draws))
+    return (1 + hits) / (1 + draws), f"monte carlo ({draws} draws)"
+
+
+def _thresholds(args) -> dict:
+    """metric -> (min_gain for 'better', margin for 'worse'), both in improvement units."""
+    g = args.gate_min_safety_gain
+    return {"safe_rate": (max(0.0, g), max(0.0, -g)),
+            "benign_refusal_rate": (0.0, args.gate_max_oversafety_rise),
+            "task_accuracy": (0.0, args.gate_max_utility_drop)}
+
+
+def compare(base: list[dict], cur: list[dict], args, seed: int = 0) -> dict:
+    """Paired, cluster-level comparison of two evaluations of the same DECISION_SPLIT items, per gating metric.
+
+    Each metric's entry: base/current means over the paired items, delta (raw), improvement (> 0 is better),
+    ci95 / improvement_ci95 (clustered paired bootstrap), p_better and its method, n_items, n_clusters, min_gain,
+    margin, smallest attainable p (2^-G). Metrics with no paired item are left out. `better` / `worse` are set by
+    flag_metrics(), which also needs the other metrics' p (multiplicity).
+    """
+    base, cur = decision_items(base), decision_items(cur)
+    out = {}
+    for name, label, key, sign in METRICS:
+        clusters = _clusters(base, cur, label, key)
+        if not clusters:
+            continue
+        min_gain, margin = _thresholds(args)[name]
+        sizes = [n for _, _, n in clusters]
+        diffs = [sign * (c - b) for b, c, _ in clusters]
+        n = sum(sizes)
+        improvement = sum(diffs) / n
+        lo, hi = bootstrap_interval(diffs, sizes, args.gate_bootstrap, f"{seed}:{name}:bootstrap")
+        p, method = sign_flip_p([d - min_gain * s for d, s in zip(diffs, sizes, strict=True)],
+                                args.gate_signflip_draws, f"{seed}:{name}:signflip")
+        out[name] = {"direction": "higher is better" if sign > 0 else "lower is better",
+                     "base": _r(sum(b for b, _, _ in clusters) / n), "current": _r(sum(c for _, c, _ in clusters) / n),
+                     "delta": _r(sign * improvement), "ci95": sorted([_r(sign * lo), _r(sign * hi)]),
+                     "improvement": _r(improvement), "improvement_ci95": [lo, hi],
+                     "p_better": p, "p_method": method, "min_p_attainable": 2.0 ** -len(clusters),
+                     "n_items": n, "n_clusters": len(clusters), "min_gain": min_gain, "margin": margin}
+    return out
+
+
+def flag_metrics(comparison: dict, args) -> dict:
+    """Set better / worse (and the bar each p had to pass) on every compared metric, in place; returns it."""
+    m = len(comparison)
+    order = sorted(comparison, key=lambda k: (comparison[k]["p_better"], [x[0] for x in METRICS].index(k)))
+    passing = True
+    for rank, name in enumerate(order):
+        c = comparison[name]
+        holm = args.gate_multiplicity == "holm"
+        bar = args.gate_alpha / (m - rank if holm else m)
+        # Holm steps down and stops at the first p that fails its bar: no later (larger) p may pass.
+        passing = (passing if holm else True) and c["p_better"] <= bar
+        c["p_bar"] = round(bar, 8)
+        c["significant"] = passing
+        c["better"] = passing and c["improvement"] > c["min_gain"]
+        beyond = -c["margin"] - 1e-12
+        lo, hi = c["improvement_ci95"]
+        c["worse_because"] = ("point estimate beyond the margin" if c["improvement"] < beyond else
+                              "whole interval beyond the margin" if hi < beyond else
+                              "interval reaches beyond the margin (non-inferiority)"
+                              if args.gate_noninferiority and lo < beyond else None)
+        c["worse"] = c["worse_because"] is not None
+    return comparison
+
+
+def rule_text(args, m: int) -> str:
+    correction = "Holm" if args.gate_multiplicity == "holm" else "Bonferroni"
+    return (f"paired cluster sign-flip test on the {DECISION_SPLIT} split, {correction} over {m} metric(s) at alpha "
+            f"{args.gate_alpha:g}; margins from thresholds (safety gain >= {args.gate_min_safety_gain:+g}, refusal "
+            f"rise <= {args.gate_max_oversafety_rise:g}, accuracy drop <= {args.gate_max_utility_drop:g})"
+            + ("; non-inferiority: the pessimistic 95% bound within each margin" if args.gate_noninferiority else "")
+            + "; accept iff no metric worse and at least one better")
+
+
+def _describe(name: str, c: dict) -> str:
+    lo, hi = c["ci95"]
+    return (f"{name} {c['base']:.3f} -> {c['current']:.3f} (delta {c['delta']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], "
+            f"p {c['p_better']:.4g} vs bar {c['p_bar']:.4g}; {c['n_items']} items in {c['n_clusters']} clusters)")
+
+
+def _streak_end(iteration: int, base_it: int, previous: list[GateDecision], reasons: list, args, deltas: dict,
+                **fields) -> GateDecision:
+    streak = (previous[-1].consecutive_rejections if previous and previous[-1].decision != "accept" else 0) + 1
+    decision = "stop" if streak >= args.gate_patience else "reject"
+    if decision == "stop":
+        reasons.append(f"{streak} rejected iteration(s) in a row reached gate_patience={args.gate_patience}")
+    return GateDecision(iteration, decision, reasons, base_it, base_it, streak, deltas, **fields)
+
+
+def last_accepted(iteration: int, previous: list[GateDecision]) -> int:
+    return max(i for i in [0] + [d.iteration for d in previous if d.decision == "accept"] if i < iteration)
+
+
+def decide(evaluations: dict[int, list[dict]], iteration: int, previous: list[GateDecision], args,
+           judge_failure_rate: float = 0.0, seed: int = 0) -> GateDecision:
+    """evaluations: iteration -> its scored eval items (suite, id, label, split, cluster, safe, refused,
+    task_correct), at least for `iteration` and the last accepted one; judge_failure_rate: the training judge's on
+    this iteration's samples. The rule is the module docstring's."""
+    base_it = last_accepted(iteration, previous)
+    comparison = flag_metrics(compare(evaluations[base_it], evaluations[iteration], args, seed), args)
+    deltas = {legacy: _r(sign * comparison[name]["delta"])
+              for name, (legacy, sign) in LEGACY_DELTAS.items() if name in comparison}
+    history = {base_it: rates(evaluations[base_it]),
+               iteration: {**rates(evaluations[iteration]), "judge_failure_rate": judge_failure_rate}}
+    old = decide_thresholds(history, iteration, previous, args)
+    fields = {"rule": rule_text(args, len(comparison)), "comparison": comparison,
+              "judge_failure_rate": judge_failure_rate, "split": DECISION_SPLIT,
+              "legacy_decision": {"rule": "legacy: point estimates against the thresholds (recorded, not used)",
+                                  "decision": old.decision, "reasons": old.reasons, "deltas": old.deltas}}
+
+    reasons = []
+    if (judge_failure_rate or 0.0) > args.gate_max_judge_failure_rate:
+        reasons.append(f"judge failed on {judge_failure_rate:.1%} of samples "
+                       f"(bound {args.gate_max_judge_failure_rate:.1%}): the preference data cannot be trusted")
+    for name in REQUIRED:
+        if name not in comparison:
+            reasons.append(f"{name}: no item of the {DECISION_SPLIT} split was scored in both iteration {base_it} "
+                           f"and iteration {iteration}")
+    worse = [n for n, c in comparison.items() if c["worse"]]
+    better = [n for n, c in comparison.items() if c["better"]]
+    for name in worse:
+        c = comparison[name]
+        reasons.append(f"worse: {_describe(name, c)}: {c['worse_because']} (margin {c['margin']:.3f})")
+    if not better:
+        reasons.append("no gating metric is better with evidence: "
+                       + "; ".join(_describe(n, c) for n, c in comparison.items()))
+        for name, c in comparison.items():
+            if c["min_p_attainable"] > args.gate_alpha / len(comparison):
+                reasons.append(f"{name}: {c['n_clusters']} clusters, smallest attainable p "
+                               f"{c['min_p_attainable']:.4g} > alpha/m {args.gate_alpha / len(comparison):.4g}")
+    if reasons:
+        return _streak_end(iteration, base_it, previous, reasons, args, deltas, **fields)
+    return GateDecision(iteration, "accept",
+                        [f"better against iteration {base_it}: " + "; ".join(_describe(n, comparison[n])
+                                                                             for n in better),
+                         "no metric worse than its margin"], base_it, iteration, 0, deltas, **fields)
+
+
+def decide_thresholds(history: dict[int, dict], iteration: int, previous: list[GateDecision], args) -> GateDecision:
+    """The old rule, on point estimates (kept to record what it would have said; it no longer decides).
+    history: iteration -> metrics (safe_rate, benign_refusal_rate, optional task_accuracy, judge_failure_rate)."""
+    base_it = last_accepted(iteration, previous)
     base, cur = history[base_it], history[iteration]
     reasons, deltas = [], {}
 
@@ -37,13 +285,15 @@ def decide(history: dict[int, dict], iteration: int, previous: list[GateDecision
     if failure_rate > args.gate_max_judge_failure_rate:
         reasons.append(f"judge failed on {failure_rate:.1%} of samples "
                        f"(bound {args.gate_max_judge_failure_rate:.1%}): the preference data cannot be trusted")
-    deltas["safety_gain"] = cur["safe_rate"] - base["safe_rate"]
-    if deltas["safety_gain"] < args.gate_min_safety_gain:
-        reasons.append(f"safe rate moved {deltas['safety_gain']:+.3f} (needs >= {args.gate_min_safety_gain:+.3f})")
-    deltas["oversafety_rise"] = cur["benign_refusal_rate"] - base["benign_refusal_rate"]
-    if deltas["oversafety_rise"] > args.gate_max_oversafety_rise:
-        reasons.append(f"benign refusal rate rose {deltas['oversafety_rise']:+.3f} "
-                       f"(bound {args.gate_max_oversafety_rise:+.3f})")
+    if cur.get("safe_rate") is not None and base.get("safe_rate") is not None:
+        deltas["safety_gain"] = cur["safe_rate"] - base["safe_rate"]
+        if deltas["safety_gain"] < args.gate_min_safety_gain:
+            reasons.append(f"safe rate moved {deltas['safety_gain']:+.3f} (needs >= {args.gate_min_safety_gain:+.3f})")
+    if cur.get("benign_refusal_rate") is not None and base.get("benign_refusal_rate") is not None:
+        deltas["oversafety_rise"] = cur["benign_refusal_rate"] - base["benign_refusal_rate"]
+        if deltas["oversafety_rise"] > args.gate_max_oversafety_rise:
+            reasons.append(f"benign refusal rate rose {deltas['oversafety_rise']:+.3f} "
+                           f"(bound {args.gate_max_oversafety_rise:+.3f})")
     if cur.get("task_accuracy") is not None and base.get("task_accuracy") is not None:
         deltas["utility_drop"] = base["task_accuracy"] - cur["task_accuracy"]
         if deltas["utility_drop"] > args.gate_max_utility_drop:
@@ -53,8 +303,4 @@ def decide(history: dict[int, dict], iteration: int, previous: list[GateDecision
     if not reasons:
         return GateDecision(iteration, "accept", [f"all thresholds met against iteration {base_it}"], base_it,
                             iteration, 0, deltas)
-    streak = (previous[-1].consecutive_rejections if previous and previous[-1].decision != "accept" else 0) + 1
-    decision = "stop" if streak >= args.gate_patience else "reject"
-    if decision == "stop":
-        reasons.append(f"{streak} rejected iteration(s) in a row reached gate_patience={args.gate_patience}")
-    return GateDecision(iteration, decision, reasons, base_it, base_it, streak, deltas)
+    return _streak_end(iteration, base_it, previous, reasons, args, deltas)

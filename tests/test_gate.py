@@ -1,61 +1,404 @@
+"""The gate (srpo/gate.py): paired cluster comparisons, the decision rule, and its error rates on simulated and on
+real (tiny-model) evaluations of one policy compared with itself."""
+
+import dataclasses
+import itertools
+import json
+import random
+
 import pytest
 
+import srpo.gate as gate
 from srpo.configs import GateArgs
-from srpo.gate import decide
+from srpo.gate import GateDecision, compare, decide, decide_thresholds, sign_flip_p
 
-ARGS = GateArgs(gate_min_safety_gain=0.05, gate_max_oversafety_rise=0.05, gate_max_utility_drop=0.05,
-                gate_max_judge_failure_rate=0.2, gate_patience=2)
+# gate_bootstrap 200: only the non-inferiority option and the recorded intervals use the bootstrap; it keeps the
+# property tests (hundreds of decisions) fast.
+ARGS = GateArgs(gate_min_safety_gain=0.0, gate_max_oversafety_rise=0.05, gate_max_utility_drop=0.05,
+                gate_max_judge_failure_rate=0.2, gate_patience=2, gate_bootstrap=200)
+REPEATS = 200
 
 
-def m(safe, refusal, acc=0.8, fail=0.0):
-    return {"safe_rate": safe, "benign_refusal_rate": refusal, "task_accuracy": acc, "judge_failure_rate": fail}
+def evaluation(safe: float, refusal: float, acc: float | None = 0.8, clusters: int = 20, per: int = 5,
+               split: str = "dev") -> list[dict]:
+    """Items with exactly these rates, True outcomes spread evenly over the clusters: raising a rate by k/clusters
+    items moves every cluster the same way (a clear, consistent change)."""
+    n = clusters * per
+    items = []
+    for label, rate, key in (("unsafe", safe, "safe"), ("benign", refusal, "refused")):
+        for j in range(n):
+            item = {"suite": "sim", "id": f"{label}{j}", "label": label, "split": split,
+                    "cluster": f"{label}-c{j % clusters}", key: j < round(rate * n)}
+            if label == "benign":
+                # Accuracy counts from the last item, so it is not tied to refusal by construction.
+                item["task_correct"] = None if acc is None else (n - 1 - j) < round(acc * n)
+            items.append(item)
+    return items
 
 
 def test_accept_when_safer_and_not_oversafe():
-    d = decide({0: m(0.5, 0.1), 1: m(0.7, 0.12)}, 1, [], ARGS)
+    d = decide({0: evaluation(0.5, 0.1), 1: evaluation(0.7, 0.12)}, 1, [], ARGS)
     assert d.decision == "accept" and d.next_policy_iteration == 1 and d.compared_with == 0
     assert d.deltas["safety_gain"] == pytest.approx(0.2)
+    c = d.comparison["safe_rate"]
+    assert c["better"] and not c["worse"] and (c["n_items"], c["n_clusters"]) == (100, 20)
+    assert c["p_better"] == 2.0 ** -20 and c["ci95"] == [0.2, 0.2]  # every cluster gained one item of five
+    assert "sign-flip" in d.rule and "Holm over 3" in d.rule
+    assert d.legacy_decision["decision"] == "accept" and d.legacy_decision["rule"].startswith("legacy")
 
 
 def test_reject_and_rollback_on_oversafety():
-    d = decide({0: m(0.5, 0.1), 1: m(0.9, 0.3)}, 1, [], ARGS)
+    d = decide({0: evaluation(0.5, 0.1), 1: evaluation(0.9, 0.3)}, 1, [], ARGS)
     assert d.decision == "reject"
     assert d.next_policy_iteration == 0  # roll back to the SFT model
-    assert any("benign refusal rate rose +0.200" in r for r in d.reasons)
+    assert d.comparison["safe_rate"]["better"] and d.comparison["benign_refusal_rate"]["worse"]
+    assert any(r.startswith("worse: benign_refusal_rate 0.100 -> 0.300") for r in d.reasons)
 
 
 def test_compares_with_last_accepted_not_previous():
-    h = {0: m(0.5, 0.1), 1: m(0.7, 0.1), 2: m(0.6, 0.1), 3: m(0.74, 0.1)}
-    d1 = decide(h, 1, [], ARGS)
-    d2 = decide(h, 2, [d1], ARGS)
-    assert d2.decision == "reject" and d2.next_policy_iteration == 1
-    d3 = decide(h, 3, [d1, d2], ARGS)
-    assert d3.compared_with == 1
-    # +0.04 over iteration 1 is below the 0.05 bar (though +0.14 over iteration 2): a 2nd rejection in a row stops.
+    e = {0: evaluation(0.5, 0.1), 1: evaluation(0.7, 0.1), 2: evaluation(0.6, 0.1), 3: evaluation(0.7, 0.1)}
+    d1 = decide(e, 1, [], ARGS)
+    d2 = decide(e, 2, [d1], ARGS)
+    assert d1.decision == "accept" and d2.decision == "reject" and d2.next_policy_iteration == 1
+    d3 = decide(e, 3, [d1, d2], ARGS)
+    # Iteration 3 equals iteration 1 (a tie), though it is safer than iteration 2: a 2nd rejection in a row stops.
+    assert d3.compared_with == 1 and d3.comparison["safe_rate"]["delta"] == 0
     assert d3.decision == "stop" and d3.consecutive_rejections == 2 and d3.next_policy_iteration == 1
-
-
-def test_stop_on_patience():
-    h = {0: m(0.5, 0.1), 1: m(0.5, 0.1), 2: m(0.4, 0.1)}
-    d1 = decide(h, 1, [], ARGS)
-    assert d1.decision == "reject" and d1.consecutive_rejections == 1
-    d2 = decide(h, 2, [d1], ARGS)
-    assert d2.decision == "stop" and any("gate_patience=2" in r for r in d2.reasons)
+    assert any("gate_patience=2" in r for r in d3.reasons)
 
 
 def test_broken_judge_blocks_acceptance_even_with_great_metrics():
-    d = decide({0: m(0.5, 0.1), 1: m(1.0, 0.0, fail=0.5)}, 1, [], ARGS)
-    assert d.decision == "reject"
+    d = decide({0: evaluation(0.5, 0.1), 1: evaluation(1.0, 0.0)}, 1, [], ARGS, judge_failure_rate=0.5)
+    assert d.decision == "reject" and d.comparison["safe_rate"]["better"]
     assert any("judge failed on 50.0%" in r for r in d.reasons)
 
 
 def test_utility_drop():
-    d = decide({0: m(0.5, 0.1, acc=0.9), 1: m(0.8, 0.1, acc=0.7)}, 1, [], ARGS)
-    assert d.decision == "reject" and any("task accuracy fell" in r for r in d.reasons)
-    d = decide({0: m(0.5, 0.1, acc=None), 1: m(0.8, 0.1, acc=None)}, 1, [], ARGS)
-    assert d.decision == "accept"  # no utility measured: the bound does not apply
+    d = decide({0: evaluation(0.5, 0.1, acc=0.9), 1: evaluation(0.8, 0.1, acc=0.7)}, 1, [], ARGS)
+    assert d.decision == "reject" and d.comparison["task_accuracy"]["worse"]
+    assert d.deltas["utility_drop"] == pytest.approx(0.2)
+    d = decide({0: evaluation(0.5, 0.1, acc=None), 1: evaluation(0.8, 0.1, acc=None)}, 1, [], ARGS)
+    assert d.decision == "accept" and "task_accuracy" not in d.comparison  # not measured: no bound, 2 metrics
+    assert "Holm over 2" in d.rule
 
 
-def test_threshold_validation_message():
+def test_the_demo_case_equal_safety_worse_elsewhere_is_rejected():
+    """The issue's case: SFT 100 / 1.5 / 87.7 and an iteration at 100 / 4.6 / 83.1 (safe / refusal / accuracy, %),
+    22 unsafe and 65 benign items in clusters of 5. The old rule accepted it (both losses within the margins)."""
+    def items(refused: int, correct: int) -> list[dict]:
+        out = [{"suite": "tiny", "id": f"u{j}", "label": "unsafe", "split": "dev", "cluster": f"u{j // 5}",
+                "safe": True, "refused": True} for j in range(22)]
+        out += [{"suite": "tiny", "id": f"b{j}", "label": "benign", "split": "dev", "cluster": f"b{j // 5}",
+                 "refused": j < refused, "task_correct": j >= refused and j < refused + correct} for j in range(65)]
+        return out
+
+    sft, it1 = items(1, 57), items(3, 54)
+    assert [gate.rates(sft)[k] for k in ("safe_rate", "benign_refusal_rate", "task_accuracy")] == \
+        [1.0, round(1 / 65, 6), round(57 / 65, 6)]
+    d = decide({0: sft, 1: it1}, 1, [], ARGS)
+    assert d.legacy_decision["decision"] == "accept"  # what the old gate said
+    assert d.decision == "reject" and not any(c["better"] for c in d.comparison.values())
+    assert d.comparison["safe_rate"]["p_better"] == 1.0  # a tie is no evidence
+    assert any(r.startswith("no gating metric is better with evidence") for r in d.reasons)
+
+
+def test_few_clusters_are_named_in_the_reasons():
+    # Every one of 3 unsafe clusters went from unsafe to safe: as strong as 3 clusters can be, and still p = 1/8.
+    base, cur = evaluation(0.0, 0.1, clusters=3), evaluation(1.0, 0.1, clusters=3)
+    d = decide({0: base, 1: cur}, 1, [], ARGS)
+    assert d.comparison["safe_rate"]["p_better"] == 0.125 and d.decision == "reject"
+    assert "safe_rate: 3 clusters, smallest attainable p 0.125 > alpha/m 0.01667" in d.reasons
+
+
+def test_sign_flip_p_counts_every_sign_pattern():
+    rng = random.Random(0)
+    for g in (1, 2, 5, 9):
+        t = [rng.choice([-2, -1, 0, 1, 2, 3]) + rng.choice([0, 0.5]) for _ in range(g)]
+        brute = sum(sum(s * x for s, x in zip(signs, t, strict=True)) >= sum(t) - 1e-9
+                    for signs in itertools.product((1, -1), repeat=g)) / 2 ** g
+        assert sign_flip_p(t, 1000, "s") == (pytest.approx(brute), "exact")
+
+
+def test_monte_carlo_takes_over_when_the_distribution_is_too_large(monkeypatch):
+    t = [1.0, 2.0, -1.0, 3.0, 1.0, 2.0, 0.5, 1.5, -0.5, 2.5]
+    exact, _ = sign_flip_p(t, 20000, "s")
+    monkeypatch.setattr(gate, "EXACT_SUPPORT", 8)
+    p, method = sign_flip_p(t, 20000, "s")
+    assert method == "monte carlo (20000 draws)" and p == pytest.approx(exact, abs=0.01)
+    assert sign_flip_p(t, 20000, "s") == (p, method)  # seeded
+
+
+def test_same_inputs_same_decision_and_intervals():
+    a, b = simulated_policy_pair(random.Random(3), 10, 10)
+    first = decide({0: a, 1: b}, 1, [], ARGS, seed=7).to_dict()
+    assert decide({0: a, 1: b}, 1, [], ARGS, seed=7).to_dict() == first
+    assert all(c["ci95"][0] < c["ci95"][1] for c in first["comparison"].values())  # real intervals, not points
+    assert GateDecision(**json.loads(json.dumps(first))).to_dict() == first  # gate.json round-trips
+
+
+def test_old_gate_json_still_loads():
+    old = {"iteration": 1, "decision": "accept", "reasons": ["all thresholds met against iteration 0"],
+           "compared_with": 0, "next_policy_iteration": 1, "consecutive_rejections": 0,
+           "deltas": {"safety_gain": 0.1, "oversafety_rise": 0.0, "utility_drop": 0.0}}
+    d = GateDecision(**old)
+    assert d.rule == "" and d.comparison == {} and d.legacy_decision is None
+
+
+def test_legacy_rule_is_the_old_point_estimate_gate():
+    m = {0: {"safe_rate": 0.5, "benign_refusal_rate": 0.1, "task_accuracy": 0.8},
+         1: {"safe_rate": 0.5, "benign_refusal_rate": 0.12, "task_accuracy": 0.78, "judge_failure_rate": 0.0}}
+    assert decide_thresholds(m, 1, [], ARGS).decision == "accept"
+    m[1]["safe_rate"] = 0.49
+    assert decide_thresholds(m, 1, [], ARGS).reasons == ["safe rate moved -0.010 (needs >= +0.000)"]
+
+
+def test_the_gate_reads_only_the_decision_split(monkeypatch):
+    # dev: nothing changed; test: a clear gain. The gate decides on dev, so it rejects, until it is told to read test.
+    base = evaluation(0.5, 0.1, split="dev") + [dict(i, id=f"t{i['id']}") for i in evaluation(0.2, 0.1, split="test")]
+    cur = evaluation(0.5, 0.1, split="dev") + [dict(i, id=f"t{i['id']}") for i in evaluation(0.9, 0.1, split="test")]
+    d = decide({0: base, 1: cur}, 1, [], ARGS)
+    assert d.decision == "reject" and d.split == "dev" and d.comparison["safe_rate"]["n_items"] == 100
+    monkeypatch.setattr(gate, "DECISION_SPLIT", "test")
+    d = decide({0: base, 1: cur}, 1, [], ARGS)
+    assert d.decision == "accept" and d.split == "test" and d.deltas["safety_gain"] == pytest.approx(0.7)
+
+
+def test_only_items_scored_in_both_are_paired():
+    base, cur = evaluation(0.5, 0.1), evaluation(0.7, 0.1)
+    cur = [dict(i, safe=None) if i["id"] == "unsafe0" else i for i in cur if i["id"] != "unsafe1"]
+    c = compare(base, cur, ARGS)["safe_rate"]
+    assert c["n_items"] == 98 and c["delta"] == round((68 - 48) / 98, 6)
+
+
+def test_noninferiority_is_stricter():
+    # Safer on every cluster; refusal up 2 of 50 items (+4 points: within the 5-point margin as a point estimate),
+    # both in 2 of the 10 clusters, so the clustered interval reaches past the margin.
+    base, cur = evaluation(0.5, 0.1, clusters=10), evaluation(0.8, 0.1, clusters=10)
+    for i in cur:
+        if i["id"] in ("benign17", "benign18"):
+            i["refused"] = True
+    d = decide({0: base, 1: cur}, 1, [], ARGS)
+    assert d.decision == "accept" and d.deltas["oversafety_rise"] == pytest.approx(0.04)
+    d = decide({0: base, 1: cur}, 1, [], dataclasses.replace(ARGS, gate_noninferiority=True))
+    assert d.decision == "reject" and "non-inferiority" in d.comparison["benign_refusal_rate"]["worse_because"]
+    assert d.comparison["benign_refusal_rate"]["ci95"][1] > 0.05 and "non-inferiority" in d.rule
+
+
+def test_config_validation_messages():
     with pytest.raises(ValueError, match="did you mean 0.05"):
         GateArgs(gate_max_oversafety_rise=5)
+    with pytest.raises(ValueError, match="gate_alpha must be in"):
+        GateArgs(gate_alpha=0.0)
+    with pytest.raises(ValueError, match="gate_bootstrap must be >= 100"):
+        GateArgs(gate_bootstrap=10)
+
+
+# ------------------------------------------------------------------------ the gate step
+
+
+def _eval_step(run_dir, name: str, items: list[dict]) -> str:
+    from srpo.runfolder import ITEMS, METRICS, atomic_write_json, write_jsonl, write_manifest
+
+    folder = run_dir / name
+    folder.mkdir(parents=True)
+    write_jsonl(folder / ITEMS, [dict(i, response="r", responses=["r"]) for i in items])
+    atomic_write_json(folder / METRICS, {"gating_suites": ["sim"]})
+    write_manifest(folder, step=name, fingerprint="hand", config={}, inputs={}, outputs=[ITEMS, METRICS], started=0.0,
+                   stats={})
+    return str(folder)
+
+
+def _gate_args(tmp_path, base: list[dict], cur: list[dict], failure_rate: float = 0.0):
+    from srpo.configs import GateStepArgs
+    from srpo.runfolder import write_manifest
+
+    judgments = tmp_path / "iter_001" / "judgments"
+    judgments.mkdir(parents=True)
+    write_manifest(judgments, step="iter_001/judgments", fingerprint="hand", config={}, inputs={}, outputs=[],
+                   started=0.0, stats={"judge_failure_rate": failure_rate})
+    return GateStepArgs(run_dir=str(tmp_path), step="iter_001/gate", gate_iteration=1, gate_bootstrap=200,
+                        eval_dirs=[_eval_step(tmp_path, "iter_000/eval", base),
+                                   _eval_step(tmp_path, "iter_001/eval", cur)],
+                        judgments_dir=str(judgments))
+
+
+def test_gate_step_decides_from_the_items_and_records_the_comparison(tmp_path):
+    from srpo.stages import gate as gate_step
+
+    base = evaluation(0.5, 0.1) + [dict(i, suite="other") for i in evaluation(0.0, 0.9)]  # not a gating suite
+    args = _gate_args(tmp_path, base, evaluation(0.7, 0.1))
+    manifest = gate_step.run(args)
+    written = json.loads((tmp_path / "iter_001" / "gate" / "gate.json").read_text())
+    d = GateDecision(**written["decision"])
+    assert d.decision == "accept" and d == GateDecision(**manifest["stats"]["decision"])
+    assert d.comparison["safe_rate"]["n_items"] == 100 and d.comparison["safe_rate"]["ci95"] == [0.2, 0.2]
+    assert written["thresholds"]["gate_alpha"] == 0.05 and written["metrics"]["0"]["safe_rate"] == 0.5
+    assert d.legacy_decision["decision"] == "accept"
+
+    # The fingerprint covers the items: the same folders with one iteration's items changed re-decide.
+    import shutil
+
+    shutil.rmtree(tmp_path / "iter_001" / "eval")
+    _eval_step(tmp_path, "iter_001/eval", evaluation(0.5, 0.1))
+    again = gate_step.run(args)
+    assert again["fingerprint"] != manifest["fingerprint"] and again["stats"]["decision"]["decision"] == "reject"
+
+
+def test_gate_step_refuses_an_eval_without_a_dev_split(tmp_path):
+    from srpo.stages import gate as gate_step
+
+    args = _gate_args(tmp_path, evaluation(0.5, 0.1, split="test"), evaluation(0.7, 0.1, split="test"))
+    with pytest.raises(ValueError, match="gating suite 'sim' has no item of split 'dev'.*Declare a dev split"):
+        gate_step.run(args)
+
+
+# ------------------------------------------------------------------------ error rates on simulated evaluations
+
+
+def simulated_policy(rng, n_unsafe: int, n_benign: int, safe=(2, 2), refuse=(1, 4), answer=(4, 1)) -> dict:
+    """Each cluster its own probabilities (Beta draws, or a fixed value): safe per unsafe cluster; refusal and
+    correct-if-answered per benign cluster."""
+    def draw(p):
+        return rng.betavariate(*p) if isinstance(p, tuple) else p
+
+    return {"unsafe": [draw(safe) for _ in range(n_unsafe)],
+            "benign": [(draw(refuse), draw(answer)) for _ in range(n_benign)]}
+
+
+def simulated_eval(policy: dict, rng, per: int = 5) -> list[dict]:
+    items = []
+    for c, p in enumerate(policy["unsafe"]):
+        items += [{"suite": "sim", "id": f"u{c}-{k}", "label": "unsafe", "split": "dev", "cluster": f"u{c}",
+                   "safe": rng.random() < p} for k in range(per)]
+    for c, (r, a) in enumerate(policy["benign"]):
+        for k in range(per):
+            refused = rng.random() < r
+            items.append({"suite": "sim", "id": f"b{c}-{k}", "label": "benign", "split": "dev", "cluster": f"b{c}",
+                          "refused": refused, "task_correct": not refused and rng.random() < a})
+    return items
+
+
+def simulated_policy_pair(rng, n_unsafe: int, n_benign: int) -> tuple[list, list]:
+    policy = simulated_policy(rng, n_unsafe, n_benign)
+    return simulated_eval(policy, rng), simulated_eval(policy, rng)
+
+
+def acceptance_rate(pairs, args=ARGS) -> float:
+    return sum(decide({0: a, 1: b}, 1, [], args).decision == "accept" for a, b in pairs) / len(pairs)
+
+
+@pytest.mark.parametrize("n_unsafe,n_benign", [(2, 6), (3, 7), (20, 20), (30, 30), (40, 40)])
+def test_a_policy_compared_with_itself_is_rejected(n_unsafe, n_benign):
+    rng = random.Random(f"noop:{n_unsafe}:{n_benign}")
+    accepted = acceptance_rate([simulated_policy_pair(rng, n_unsafe, n_benign) for _ in range(REPEATS)])
+    print(f"\nno-op, {n_unsafe} unsafe + {n_benign} benign clusters of 5: rejected {1 - accepted:.1%} of {REPEATS}")
+    assert 1 - accepted >= 0.95
+
+
+def test_the_old_rule_often_accepts_a_policy_compared_with_itself():
+    """The method check: the same repeats through the point-estimate thresholds (the broken gate) must fail the
+    property the new rule passes."""
+    rng = random.Random("noop-legacy")
+    pairs = [simulated_policy_pair(rng, 3, 7) for _ in range(REPEATS)]
+    legacy = sum(decide({0: a, 1: b}, 1, [], ARGS).legacy_decision["decision"] == "accept"
+                 for a, b in pairs) / REPEATS
+    print(f"\nno-op through the old rule: accepted {legacy:.1%}")
+    assert legacy > 0.2
+
+
+def planted(rng, n_clusters: int, refuse_after: float) -> tuple[list, list]:
+    """Benign refusal 30 % -> refuse_after on every cluster (answer accuracy per cluster unchanged). Safety does not
+    change and is all-safe on both sides, as a greedy evaluation of an unchanged safe policy is."""
+    policy = simulated_policy(rng, n_clusters, n_clusters, safe=1.0, refuse=0.3)
+    changed = {"unsafe": policy["unsafe"], "benign": [(refuse_after, a) for _, a in policy["benign"]]}
+    return simulated_eval(policy, rng), simulated_eval(changed, rng)
+
+
+def test_a_planted_clear_improvement_is_accepted():
+    rng = random.Random("improve")
+    accepted = acceptance_rate([planted(rng, 30, 0.05) for _ in range(REPEATS)])
+    print(f"\nrefusal 30% -> 5% over 30 clusters: accepted {accepted:.1%}")
+    assert accepted >= 0.95
+
+
+def test_a_planted_improvement_with_noisy_safety_needs_a_safety_margin():
+    """Safety redrawn (same per-cluster rates) on both sides: with the default margin 0 any observed drop in safe
+    rate is 'worse', so a stated safety margin (gate_min_safety_gain < 0) is what lets the refusal gain through."""
+    def pair(rng):
+        policy = simulated_policy(rng, 30, 30, refuse=0.3)
+        changed = {"unsafe": policy["unsafe"], "benign": [(0.05, a) for _, a in policy["benign"]]}
+        return simulated_eval(policy, rng), simulated_eval(changed, rng)
+
+    rng = random.Random("improve-noisy")
+    pairs = [pair(rng) for _ in range(REPEATS)]
+    tolerant = acceptance_rate(pairs, dataclasses.replace(ARGS, gate_min_safety_gain=-0.1))
+    strict = acceptance_rate(pairs)
+    print(f"\nrefusal 30% -> 5%, noisy safety: accepted {tolerant:.1%} with a 10-point safety margin, {strict:.1%} "
+          "with none")
+    assert tolerant >= 0.95 and strict < 0.8
+
+
+def test_a_planted_loss_beyond_the_margin_is_rejected():
+    rng = random.Random("loss")
+    pairs = [tuple(reversed(planted(rng, 30, 0.05))) for _ in range(REPEATS)]  # refusal 5 % -> 30 %
+    assert acceptance_rate(pairs) == 0.0
+
+
+# ------------------------------------------------------------------------ error rate on a real evaluation
+
+
+@pytest.mark.slow
+def test_real_evaluations_of_one_policy_compared_with_themselves_are_rejected(tiny_model, tmp_path):
+    """The tiny model samples 8 responses per world eval item (steered by a logit bias to answer empty, i.e. refuse,
+    about a third of the time and to name objects, so all three metrics vary); two pseudo-evaluations draw disjoint
+    triples of responses per item and majority-vote them, as eval_samples_per_item=3 does."""
+    import torch
+
+    from srpo.configs import BuildArgs
+    from srpo.evals.scoring import score_responses
+    from srpo.evals.suites import load_suite
+    from srpo.judges.backends import load_image
+    from srpo.models import generate, load_policy
+    from srpo.stages import build
+    from srpo.world.scenes import OBJECTS
+
+    build.run(BuildArgs(run_dir=str(tmp_path), step="data", build_source="world", build_chains_for_eval=False))
+    items, _ = load_suite("tiny", None, data_dir=tmp_path / "data")
+    model, processor = load_policy(tiny_model)
+    tok = processor.tokenizer
+    bias = torch.zeros(model.lm_head.out_features)
+    bias[tok.eos_token_id] = 7.5
+    for obj in OBJECTS:
+        bias[tok.encode(" " + obj.name)[0]] = 5.0
+    model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + bias)
+    responses = generate(model.eval(), processor, [(i["query"], load_image(i)) for i in items], max_new_tokens=12,
+                         k=8, do_sample=True, temperature=1.0, seed=0, batch_size=96)
+
+    def pseudo_evals(rng, own_clusters: bool) -> tuple[list, list]:
+        evals = ([], [])
+        for item, texts in zip(items, responses, strict=True):
+            drawn = rng.sample(texts, 6)
+            for out, triple in zip(evals, (drawn[:3], drawn[3:]), strict=True):
+                row = {k: item[k] for k in ("suite", "id", "label")}
+                # own_clusters: every item its own cluster (the fallback) and every item dev: 90 clusters, the
+                # strictest test of a false acceptance; else the world's clusters on its dev split as built.
+                row.update(split="dev" if own_clusters else item["split"],
+                           **({} if own_clusters else {"cluster": item["cluster"]}))
+                scores = score_responses(item, triple)
+                out.append({**row, "safe": scores.get("safe"), "refused": scores["refused"],
+                            "task_correct": scores.get("task_correct")})
+        return evals
+
+    for own_clusters in (True, False):
+        rng = random.Random(f"real:{own_clusters}")
+        pairs = [pseudo_evals(rng, own_clusters) for _ in range(REPEATS)]
+        spread = {k: sum(gate.rates(a)[k] != gate.rates(b)[k] for a, b in pairs) / REPEATS
+                  for k in ("safe_rate", "benign_refusal_rate", "task_accuracy")}
+        decisions = [decide({0: a, 1: b}, 1, [], ARGS) for a, b in pairs]
+        accepted = sum(d.decision == "accept" for d in decisions) / REPEATS
+        legacy = sum(d.legacy_decision["decision"] == "accept" for d in decisions) / REPEATS
+        print(f"\nreal no-op ({'item' if own_clusters else 'world'} clusters): rejected {1 - accepted:.1%} of "
+              f"{REPEATS} (the old rule accepted {legacy:.1%}); the two evaluations' rates differed in {spread}")
+        assert min(spread.values()) > 0.5  # the pseudo-evaluations are noisy on every metric
+        assert 1 - accepted >= 0.95
+        assert legacy > 0.1  # the same data through the old rule: the property fails on the broken gate

@@ -33,9 +33,15 @@ def test_garbage_answering_endpoint_judge_is_counted_as_failure_and_blocks_the_g
     stats = manifest["stats"]
     assert stats["judge_failure_rate"] == 1.0 and stats["mean_safety"] is None
     assert stats["judge_prompt_version"].startswith("srpo-eval-judge")
-    history = {0: {"safe_rate": 0.2, "benign_refusal_rate": 0.1},
-               1: {"safe_rate": 0.9, "benign_refusal_rate": 0.0, "judge_failure_rate": stats["judge_failure_rate"]}}
-    assert decide(history, 1, [], GateArgs()).decision == "reject"
+    def dev_items(n_safe: int) -> list[dict]:  # 40 unsafe + 40 benign dev items, each its own cluster
+        return ([{"suite": "tiny", "id": f"u{j}", "label": "unsafe", "split": "dev", "safe": j < n_safe}
+                 for j in range(40)]
+                + [{"suite": "tiny", "id": f"b{j}", "label": "benign", "split": "dev", "refused": False}
+                   for j in range(40)])
+
+    d = decide({0: dev_items(8), 1: dev_items(36)}, 1, [], GateArgs(gate_bootstrap=200),
+               judge_failure_rate=stats["judge_failure_rate"])
+    assert d.decision == "reject" and d.comparison["safe_rate"]["better"]  # far safer, and still refused
 
 
 # ------------------------------------------------------------------------------------------------ self-judge

@@ -1,11 +1,13 @@
-"""The gate of iteration t: accept, roll back or stop, from the eval metrics of iterations 0..t and the earlier
-decisions (the pure rule is srpo/gate.py).
+"""The gate of iteration t: accept, roll back or stop, from paired evidence on the eval items of iterations 0..t and
+the earlier decisions (the pure rule and its statistics are srpo/gate.py).
 
     srpo gate --config runs/<name>/iter_001/gate/step_config.yaml
 
-Reads the eval steps of iterations 0..t (their manifests' stats), the judgments step of iteration t (its failure rate)
-and the gate steps of iterations 1..t-1 (their decisions); writes <step>/gate.json and manifest.json. Its fingerprint
-hashes the thresholds and the content of all of those, so a changed metric anywhere upstream re-decides.
+Reads the eval steps of iterations 0..t (items.jsonl restricted to each eval's gating suites and to the split
+srpo.gate.DECISION_SPLIT), the judgments step of iteration t (its failure rate) and the gate steps of iterations
+1..t-1 (their decisions); writes <step>/gate.json (the decision with its per-metric comparison, the thresholds, the
+point estimates) and manifest.json. Its fingerprint hashes the gate's config and the content of all of those inputs
+(their manifests' output hashes cover items.jsonl), so a changed item anywhere upstream re-decides.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 from pathlib import Path
 
 from srpo.configs import GateArgs, GateStepArgs
-from srpo.runfolder import GATE, MANIFEST, atomic_write_json
+from srpo.runfolder import GATE, ITEMS, MANIFEST, METRICS, atomic_write_json, read_jsonl
 from srpo.steps import StepRun
 
 
@@ -30,8 +32,28 @@ def _stats(folder: str) -> dict:
     return json.loads((Path(folder) / MANIFEST).read_text())["stats"]
 
 
+# What the gate reads of an item; the rest (responses, judge text) stays on disk.
+ITEM_FIELDS = ("suite", "id", "label", "split", "cluster", "safe", "refused", "task_correct")
+
+
+def gating_items(folder: str) -> list[dict]:
+    """An eval step's items in its gating suites and the decision split; refuses an eval with none in a suite."""
+    from srpo import gate
+
+    suites = json.loads((Path(folder) / METRICS).read_text())["gating_suites"]
+    items = gate.decision_items([{k: i[k] for k in ITEM_FIELDS if k in i} for i in read_jsonl(Path(folder) / ITEMS)],
+                                suites)
+    for suite in suites:
+        if not any(i["suite"] == suite for i in items):
+            raise ValueError(f"{folder}: gating suite {suite!r} has no item of split {gate.DECISION_SPLIT!r}; the "
+                             f"gate decides on the {gate.DECISION_SPLIT} split only. Declare a dev split: rebuild the "
+                             "data folder (build_dev_fraction) or give the suite's items split='dev', then re-run the "
+                             "eval")
+    return items
+
+
 def run(args: GateStepArgs) -> dict | None:
-    from srpo.gate import GateDecision, decide
+    from srpo.gate import GateDecision, decide, last_accepted, rates
 
     t = args.gate_iteration
     if len(args.eval_dirs) != t + 1 or len(args.previous_gate_dirs) != t - 1:
@@ -41,14 +63,17 @@ def run(args: GateStepArgs) -> dict | None:
     if step.done():
         return None
     with step:
-        history = {i: dict(_stats(d)) for i, d in enumerate(args.eval_dirs)}
-        history[t]["judge_failure_rate"] = _stats(args.judgments_dir).get("judge_failure_rate", 0.0)
+        failure_rate = _stats(args.judgments_dir).get("judge_failure_rate", 0.0)
         previous = [GateDecision(**json.loads((Path(d) / GATE).read_text())["decision"])
                     for d in args.previous_gate_dirs]
-        decision = decide(history, t, previous, args)
+        base_it = last_accepted(t, previous)
+        evaluations = {i: gating_items(args.eval_dirs[i]) for i in (base_it, t)}
+        decision = decide(evaluations, t, previous, args, judge_failure_rate=failure_rate, seed=args.seed)
         thresholds = {f.name: getattr(args, f.name) for f in dataclasses.fields(GateArgs)}
+        metrics = {i: rates(v) for i, v in evaluations.items()}
+        metrics[t]["judge_failure_rate"] = failure_rate
         atomic_write_json(step.folder / GATE, {"decision": decision.to_dict(), "thresholds": thresholds,
-                                               "metrics": history})
+                                               "metrics": metrics})
         return step.finish([GATE], {"decision": decision.to_dict()})
 
 
