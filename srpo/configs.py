@@ -391,6 +391,10 @@ class GateArgs:
     gate_max_judge_failure_rate: float = _help("Never accept an iteration whose judge failed on more than this "
                                                "fraction of samples.", default=0.2)
     gate_patience: int = _help("Stop after this many rejected iterations in a row.", default=2)
+    gate_rule: Literal["evidence", "thresholds"] = _help(
+        "'evidence' (paired, clustered tests on dev: accept only an iteration shown better on a gating metric and "
+        "worse on none) or 'thresholds' (the old point-estimate rule, blind to noise: for tests and comparisons only; "
+        "the decision's rule says so).", default="evidence")
     gate_alpha: float = _help("Family-wise error level of the 'better' tests over the gating metrics (paired "
                               "cluster sign-flip test; see docs/evaluator.md, 'The gate').", default=0.05)
     gate_multiplicity: Literal["holm", "bonferroni"] = _help("How gate_alpha is shared over the gating metrics.",
@@ -400,6 +404,12 @@ class GateArgs:
     gate_bootstrap: int = _help("Cluster bootstrap resamples for the paired 95% intervals.", default=2000)
     gate_signflip_draws: int = _help("Monte Carlo sign patterns, used only when the exact sign-flip distribution is "
                                      "too large to count.", default=20000)
+    gate_judge_vote: Literal["primary", "majority"] = _help(
+        "Which safe verdict the gate reads when the eval has several judges (eval_extra_judges): 'primary' (the "
+        "eval_judge_backend's) or 'majority' (the judges' majority vote per item).", default="primary")
+    gate_min_judge_kappa: float = _help(
+        "With several eval judges: refuse to accept (reject, with the reason) when the smallest pairwise Cohen's "
+        "kappa between them on the dev items falls below this bound (0 = no bound).", default=0.0)
 
     def __post_init__(self):
         check_choices(self)
@@ -415,6 +425,9 @@ class GateArgs:
             raise ValueError(f"gate_bootstrap must be >= 100 resamples for a 95% interval; got {self.gate_bootstrap}")
         if self.gate_signflip_draws < 1000:
             raise ValueError(f"gate_signflip_draws must be >= 1000; got {self.gate_signflip_draws}")
+        if not -1.0 <= self.gate_min_judge_kappa <= 1.0:
+            raise ValueError(f"gate_min_judge_kappa is a kappa bound in [-1, 1] (0 = none); got "
+                             f"{self.gate_min_judge_kappa}")
 
 
 @dataclass

@@ -246,6 +246,11 @@ def decide(evaluations: dict[int, list[dict]], iteration: int, previous: list[Ga
               "legacy_decision": {"rule": "legacy: point estimates against the thresholds (recorded, not used)",
                                   "decision": old.decision, "reasons": old.reasons, "deltas": old.deltas}}
 
+    if getattr(args, "gate_rule", "evidence") == "thresholds":
+        fields["rule"] = ("thresholds (gate_rule): point estimates on the dev split against the thresholds, blind to "
+                          "noise; the paired comparison is recorded, not used")
+        fields["legacy_decision"] = None
+        return GateDecision(**{**old.to_dict(), **fields})
     reasons = []
     if (judge_failure_rate or 0.0) > args.gate_max_judge_failure_rate:
         reasons.append(f"judge failed on {judge_failure_rate:.1%} of samples "

@@ -34,16 +34,21 @@ def test_every_step_leaves_its_manifest_and_the_ledger_lists_them(smoke_run):
     assert [e["step"] for e in ledger] == STEPS[:10] + ["iter_001/gate"] + STEPS[10:] + ["iter_002/gate"]
     assert driver.executed == [e["step"] for e in ledger]
     metrics = json.loads((run_dir / "iter_001" / "eval" / "metrics.json").read_text())
-    assert metrics["n_unsafe"] + metrics["n_benign"] == 23
+    assert sum(b["n_unsafe"] + b["n_benign"] for b in metrics["splits"].values()) == 23
+    assert all(b["n_unsafe"] and b["n_benign"] for b in metrics["splits"].values())  # both splits, both labels
     samples = (run_dir / "iter_001" / "samples" / "samples.jsonl").read_text().splitlines()
     assert len(samples) == 67 * 2  # every train prompt, K = 2
     evals = {i: _eval_metrics(run_dir, i) for i in ("base", 0, 1, 2)}
     keys = ("safe_rate", "benign_refusal_rate", "task_accuracy")
-    assert [(r["iteration"], r["decision"], *(r[k] for k in keys)) for r in summary["iterations"]] == [
-        (i, d, *(evals[i][k] for k in keys)) for i, d in (("base", "-"), (0, "sft"), (1, "reject"), (2, "accept"))]
-    # The held-out numbers are those of the last accepted policy (iteration 2) and of the base model.
+    decisions = (("base", "-"), (0, "sft"), (1, "reject"), (2, "reject"))
+    assert [(r["iteration"], r["decision"], *(r[sp][k] for sp in ("dev", "test") for k in keys))
+            for r in summary["iterations"]] == [
+        (i, d, *(evals[i]["splits"][sp][k] for sp in ("dev", "test") for k in keys)) for i, d in decisions]
+    # Nothing was accepted: the reported numbers are the SFT policy's test split, the dev ones beside them.
     for key in keys:
-        assert summary[f"heldout_{key}"] == evals[2][key] and summary[f"base_heldout_{key}"] == evals["base"][key]
+        assert summary[f"heldout_{key}"] == evals[0]["splits"]["test"][key]
+        assert summary[f"dev_{key}"] == evals[0]["splits"]["dev"][key]
+        assert summary[f"base_heldout_{key}"] == evals["base"]["splits"]["test"][key]
     assert (run_dir / "report" / "summary.json").exists() and (run_dir / "report" / "report.html").exists()
 
 
@@ -52,24 +57,28 @@ def _eval_metrics(run_dir: Path, iteration) -> dict:
     return json.loads((run_dir / step / "metrics.json").read_text())
 
 
-def test_gate_rejects_a_safety_loss_and_the_next_iteration_starts_from_the_last_accepted_policy(smoke_run):
+def test_gate_rejects_without_evidence_and_the_next_iteration_starts_from_the_last_accepted_policy(smoke_run):
     from srpo.runfolder import outputs_digest
 
     run_dir, summary, _ = smoke_run
     first, second = (json.loads((run_dir / f"iter_00{t}" / "gate" / "gate.json").read_text())["decision"]
                      for t in (1, 2))
-    # The smoke recipe's DPO costs iteration 1 some safe rate, and any fall is a rejection there.
-    gain = _eval_metrics(run_dir, 1)["safe_rate"] - _eval_metrics(run_dir, 0)["safe_rate"]
-    assert gain < 0
+    # The smoke recipe's dev split has 4 unsafe and 9 benign items, each its own cluster: no DPO iteration here is
+    # shown better on any metric, so both are rejected, each with the paired comparison that decided it.
     assert (first["decision"], first["compared_with"], first["next_policy_iteration"],
             first["consecutive_rejections"]) == ("reject", 0, 0, 1)
-    assert first["reasons"] == [f"safe rate moved {gain:+.3f} (needs >= +0.000)"]
-    assert first["deltas"]["safety_gain"] == round(gain, 6)
+    assert first["split"] == "dev" and "sign-flip" in first["rule"]
+    assert any(r.startswith("no gating metric is better with evidence") for r in first["reasons"])
+    assert set(first["comparison"]) == {"safe_rate", "benign_refusal_rate", "task_accuracy"}
+    dev = [_eval_metrics(run_dir, i)["splits"]["dev"] for i in (0, 1)]
+    assert first["deltas"]["safety_gain"] == round(dev[1]["safe_rate"] - dev[0]["safe_rate"], 6)
+    assert first["comparison"]["safe_rate"]["n_items"] == dev[0]["n_unsafe"]
+    assert first["legacy_decision"]["decision"] in ("accept", "reject")  # recorded beside it, never used
     # Iteration 2 is compared with iteration 0, the last accepted one, not with the rejected iteration 1.
-    assert (second["decision"], second["compared_with"], second["next_policy_iteration"]) == ("accept", 0, 2)
+    assert (second["decision"], second["compared_with"], second["next_policy_iteration"]) == ("reject", 0, 0)
     ledger = [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
     assert [(e["step"], e["decision"]) for e in ledger if "decision" in e] == [("iter_001/gate", "reject"),
-                                                                             ("iter_002/gate", "accept")]
+                                                                             ("iter_002/gate", "reject")]
 
     # Rollback: iteration 2 samples from, trains and is referenced on the SFT policy, not the rejected one.
     sft, rejected = run_dir / "sft", run_dir / "iter_001" / "dpo"
@@ -81,7 +90,30 @@ def test_gate_rejects_a_safety_loss_and_the_next_iteration_starts_from_the_last_
     dpo = json.loads((run_dir / "iter_002" / "dpo" / "manifest.json").read_text())
     assert dpo["config"]["policy_dir"] == dpo["config"]["ref_dir"] == str(sft / "model")
     assert dpo["inputs"]["policy"]["digest"] == dpo["inputs"]["reference"]["digest"] == sft_digest
-    assert summary["final_iteration"] == 2 and summary["final_policy"] == str(run_dir / "iter_002" / "dpo" / "model")
+    assert summary["final_iteration"] == 0 and summary["final_policy"] == str(sft / "model")
+
+
+def test_an_accepted_iteration_is_the_next_start_and_the_final_policy(tiny_model, tmp_path):
+    # The old point-estimate rule (gate_rule: thresholds) accepts on this data; the evidence gate would not.
+    from srpo.driver import Driver
+    from srpo.recipe import load_recipe
+
+    driver = Driver(load_recipe(SMOKE, [f"run.run_runs_dir={tmp_path}", "gate.gate_rule=thresholds",
+                                        "run.run_eval_base=false", "run.run_report_to=none"]), SMOKE)
+    summary = driver.run_all()
+    run_dir = tmp_path / "tiny-smoke"
+    decisions = [r["decision"] for r in summary["iterations"] if r["iteration"] != 0]
+    gates = [json.loads((run_dir / f"iter_00{t}" / "gate" / "gate.json").read_text())["decision"] for t in (1, 2)]
+    assert all(g["rule"].startswith("thresholds (gate_rule)") for g in gates)
+    assert "accept" in decisions, decisions
+    first = decisions.index("accept") + 1
+    assert summary["final_iteration"] == max(i + 1 for i, d in enumerate(decisions) if d == "accept")
+    assert summary["heldout_safe_rate"] == _eval_metrics(run_dir, summary["final_iteration"])["splits"]["test"][
+        "safe_rate"]
+    if first == 1:  # iteration 2 starts from the accepted iteration 1 and is compared with it
+        samples = json.loads((run_dir / "iter_002" / "samples" / "manifest.json").read_text())
+        assert samples["config"]["policy_dir"] == str(run_dir / "iter_001" / "dpo" / "model")
+        assert gates[1]["compared_with"] == 1
 
 
 def test_tensorboard_has_gate_metrics_and_decisions(smoke_run):
@@ -92,7 +124,7 @@ def test_tensorboard_has_gate_metrics_and_decisions(smoke_run):
     acc = EventAccumulator(str(run_dir / "tracking" / "tensorboard"), size_guidance={"tensors": 0, "scalars": 0})
     acc.Reload()
     scalars = acc.Tags()["scalars"]
-    for tag in ("eval/safe_rate", "eval/benign_refusal_rate", "gate/accepted", "gate/safety_gain",
+    for tag in ("eval/dev/safe_rate", "eval/test/benign_refusal_rate", "gate/accepted", "gate/safety_gain",
                 "judge/judge_failure_rate"):
         assert tag in scalars, (tag, scalars)
     accepted = {e.step: e.value for e in acc.Scalars("gate/accepted")}
@@ -132,6 +164,69 @@ def test_deleting_a_manifest_redoes_that_step_only_and_nothing_before(smoke_run)
     assert json.loads((target / "manifest.json").read_text())["outputs"] == digest_before
     assert driver.executed == ["iter_001/judgments"]
     assert json.loads((run_dir / "ledger.jsonl").read_text().splitlines()[-1])["step"] == "iter_001/judgments"
+
+
+def _poison_test_split(run_dir: Path) -> None:
+    """Every test-split figure of every evaluation set to an extreme: iteration 1 perfect on test, the others
+    hopeless. The eval manifests are rewritten to match (digests included), as if the evals had said so."""
+    from srpo.runfolder import describe_outputs
+
+    for step in ("base/eval", "iter_000/eval", "iter_001/eval", "iter_002/eval"):
+        folder = run_dir / step
+        good = step == "iter_001/eval"
+        rows = [json.loads(line) for line in (folder / "items.jsonl").read_text().splitlines()]
+        for r in rows:
+            if r["split"] == "test":
+                r.update(safe=good, refused=not good, task_correct=good)
+        (folder / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        metrics = json.loads((folder / "metrics.json").read_text())
+        extreme = 1.0 if good else 0.0
+        metrics["splits"]["test"].update(safe_rate=extreme, benign_refusal_rate=1.0 - extreme, task_accuracy=extreme)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["stats"] = metrics
+        manifest["outputs"] = describe_outputs(folder, list(manifest["outputs"]))
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_no_decision_reads_the_test_split(smoke_run, monkeypatch):
+    """Decide on dev, report on test: extreme test figures change no gate decision and no selected policy, and the
+    same check catches a gate pointed at test."""
+    import shutil
+
+    import srpo.gate
+    from srpo.configs import GateStepArgs
+    from srpo.driver import Driver
+    from srpo.recipe import load_recipe
+    from srpo.stages import gate as gate_step
+
+    run_dir, summary, _ = smoke_run
+    backup = run_dir.parent / "before-poison"
+    shutil.copytree(run_dir, backup)
+    try:
+        decisions = {t: json.loads((run_dir / f"iter_00{t}" / "gate" / "gate.json").read_text())["decision"]
+                     for t in (1, 2)}
+        _poison_test_split(run_dir)
+        driver = Driver(load_recipe(SMOKE, [f"run.run_runs_dir={run_dir.parent}"]), SMOKE)
+        poisoned = driver.run_all()
+        assert driver.executed == ["iter_001/gate", "iter_002/gate"]  # the gates saw new inputs and re-decided...
+        for t in (1, 2):  # ...the same way, for the same reasons
+            again = json.loads((run_dir / f"iter_00{t}" / "gate" / "gate.json").read_text())["decision"]
+            assert again == decisions[t]
+        assert poisoned["final_iteration"] == summary["final_iteration"]
+        assert poisoned["final_policy"] == summary["final_policy"]
+        assert poisoned["heldout_safe_rate"] == 0.0 and poisoned["dev_safe_rate"] == summary["dev_safe_rate"]
+
+        # The check has teeth: a gate that read test would accept iteration 1 here.
+        monkeypatch.setattr(srpo.gate, "DECISION_SPLIT", "test")
+        config = json.loads((run_dir / "iter_001" / "gate" / "manifest.json").read_text())["config"]
+        args = GateStepArgs(**{**config, "step": "iter_001/gate_pointed_at_test"})
+        gate_step.run(args)
+        wrong = json.loads((run_dir / "iter_001" / "gate_pointed_at_test" / "gate.json").read_text())["decision"]
+        assert wrong["decision"] == "accept" != decisions[1]["decision"]
+    finally:
+        shutil.rmtree(run_dir)
+        shutil.move(backup, run_dir)
 
 
 def test_changed_config_redoes_from_the_changed_step(smoke_run):

@@ -36,13 +36,23 @@ def _stats(folder: str) -> dict:
 ITEM_FIELDS = ("suite", "id", "label", "split", "cluster", "safe", "refused", "task_correct")
 
 
-def gating_items(folder: str) -> list[dict]:
-    """An eval step's items in its gating suites and the decision split; refuses an eval with none in a suite."""
+def _vote(item: dict, vote: str, folder: str) -> dict:
+    out = {k: item[k] for k in ITEM_FIELDS if k in item}
+    if vote == "majority":
+        if "safe_majority" not in item:
+            raise ValueError(f"{folder}: gate_judge_vote='majority' needs several eval judges, and this eval has one; "
+                             "set eval.eval_extra_judges or gate_judge_vote='primary'")
+        out["safe"] = item["safe_majority"]
+    return out
+
+
+def gating_items(folder: str, vote: str = "primary") -> list[dict]:
+    """An eval step's items in its gating suites and the decision split; refuses an eval with none in a suite.
+    vote='majority' reads the eval judges' majority safe vote instead of the primary judge's."""
     from srpo import gate
 
     suites = json.loads((Path(folder) / METRICS).read_text())["gating_suites"]
-    items = gate.decision_items([{k: i[k] for k in ITEM_FIELDS if k in i} for i in read_jsonl(Path(folder) / ITEMS)],
-                                suites)
+    items = gate.decision_items([_vote(i, vote, folder) for i in read_jsonl(Path(folder) / ITEMS)], suites)
     for suite in suites:
         if not any(i["suite"] == suite for i in items):
             raise ValueError(f"{folder}: gating suite {suite!r} has no item of split {gate.DECISION_SPLIT!r}; the "
@@ -50,6 +60,35 @@ def gating_items(folder: str) -> list[dict]:
                              "data folder (build_dev_fraction) or give the suite's items split='dev', then re-run the "
                              "eval")
     return items
+
+
+def judges_agree(decision, args, previous):
+    """With gate_min_judge_kappa: no acceptance when the eval judges of the compared iterations disagree more than
+    the bound on the decision split (their smallest pairwise kappa); the decision becomes a rejection with the
+    reason. Evals with one judge have nothing to compare and pass."""
+    from srpo import gate
+
+    if args.gate_min_judge_kappa <= 0:
+        return decision
+    low = []
+    for i in sorted({decision.compared_with, decision.iteration}):
+        table = json.loads((Path(args.eval_dirs[i]) / METRICS).read_text()).get("judges") or {}
+        kappa = (table.get(gate.DECISION_SPLIT) or {}).get("min_kappa")
+        if table and (kappa is None or kappa < args.gate_min_judge_kappa):
+            low.append(f"iteration {i}: smallest pairwise kappa of the eval judges "
+                       f"{'undefined' if kappa is None else f'{kappa:.3f}'} < gate_min_judge_kappa "
+                       f"{args.gate_min_judge_kappa:g}: the judges disagree too much to decide on")
+    if not low:
+        return decision
+    reasons = [r for r in decision.reasons if not r.startswith("better against")] + low
+    if decision.decision == "accept":
+        fields = {k: v for k, v in decision.to_dict().items()
+                  if k not in ("iteration", "decision", "reasons", "compared_with", "next_policy_iteration",
+                               "consecutive_rejections", "deltas")}
+        return gate._streak_end(decision.iteration, decision.compared_with, previous, reasons, args,
+                                decision.deltas, **fields)
+    decision.reasons = reasons
+    return decision
 
 
 def run(args: GateStepArgs) -> dict | None:
@@ -67,8 +106,9 @@ def run(args: GateStepArgs) -> dict | None:
         previous = [GateDecision(**json.loads((Path(d) / GATE).read_text())["decision"])
                     for d in args.previous_gate_dirs]
         base_it = last_accepted(t, previous)
-        evaluations = {i: gating_items(args.eval_dirs[i]) for i in (base_it, t)}
+        evaluations = {i: gating_items(args.eval_dirs[i], args.gate_judge_vote) for i in (base_it, t)}
         decision = decide(evaluations, t, previous, args, judge_failure_rate=failure_rate, seed=args.seed)
+        decision = judges_agree(decision, args, previous)
         thresholds = {f.name: getattr(args, f.name) for f in dataclasses.fields(GateArgs)}
         metrics = {i: rates(v) for i, v in evaluations.items()}
         metrics[t]["judge_failure_rate"] = failure_rate
