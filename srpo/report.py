@@ -433,22 +433,40 @@ def metrics_rows(run: Run, split: str = "test") -> tuple[list, list]:
     return header, rows
 
 
+def _gate_cell(g: dict, metric: str, legacy: str) -> str:
+    """A metric's paired change on dev with its interval and p (the evidence gate), else the old delta."""
+    c = (g.get("comparison") or {}).get(metric)
+    if c:
+        lo, hi = c["ci95"]
+        flag = " better" if c.get("better") else " WORSE" if c.get("worse") else ""
+        return (f"{100 * c['delta']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] p={c['p_better']:.3g} "
+                f"({c['n_clusters']} cl.){flag}")
+    d = (g.get("deltas") or {}).get(legacy)
+    return "" if d is None else f"{d:+.3f}"
+
+
 def gate_rows(run: Run) -> tuple[list, list]:
-    header = ["iteration", "decision", "compared with", "safety gain", "oversafety rise", "utility drop",
-              "next policy from", "reasons"]
+    """(header, rows): each decision with the paired dev changes it read (points, 95% CI, p of 'better', clusters)
+    and the rule that decided."""
+    header = ["iteration", "decision", "compared with", "safe rate change", "benign refusal change",
+              "task accuracy change", "next policy from", "rule", "reasons"]
     rows = []
     for i, it in sorted(run.iterations.items()):
         if i == 0:
             continue
         g = it.gate
         if g is None:
-            rows.append([str(i), "pending", "", "", "", "", "", "no gate.json yet (iteration unfinished)"])
+            rows.append([str(i), "pending", "", "", "", "", "", "", "no gate.json yet (iteration unfinished)"])
             continue
-        d = g.get("deltas") or {}
+        legacy = g.get("legacy_decision") or {}
+        reasons = "; ".join(g.get("reasons") or [])
+        if legacy.get("decision") and legacy["decision"] != g.get("decision"):
+            reasons += f" (the old point-estimate rule would have said {legacy['decision']})"
         rows.append([str(i), g.get("decision", "?"), str(g.get("compared_with", "")),
-                     *(f"{d[k]:+.3f}" if d.get(k) is not None else "" for k in
-                       ("safety_gain", "oversafety_rise", "utility_drop")),
-                     str(g.get("next_policy_iteration", "")), "; ".join(g.get("reasons") or [])])
+                     _gate_cell(g, "safe_rate", "safety_gain"),
+                     _gate_cell(g, "benign_refusal_rate", "oversafety_rise"),
+                     _gate_cell(g, "task_accuracy", "utility_drop"), str(g.get("next_policy_iteration", "")),
+                     g.get("rule") or "thresholds (before the evidence gate)", reasons])
     return header, rows
 
 

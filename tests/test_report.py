@@ -469,3 +469,15 @@ def test_a_judge_validation_record_is_shown_beside_its_judge(run_dir, tmp_path):
     assert judges[1] == ["openai:judge-7b", "training feedback", "msts", "800",
                          "unsafe_f1: 0.636 [0.550, 0.710]; kappa: 0.600", str(path)]
     assert "has no validation record" not in md and "gone.json could not be read" in md
+
+
+def test_gate_cells_show_the_paired_change_its_interval_and_p():
+    from srpo.report import _gate_cell
+
+    g = {"comparison": {"benign_refusal_rate": {"delta": -0.046, "ci95": [-0.1, 0.0], "p_better": 0.03125,
+                                                "n_clusters": 6, "better": False, "worse": False}},
+         "deltas": {"safety_gain": 0.0}}
+    assert _gate_cell(g, "benign_refusal_rate", "oversafety_rise") == "-4.6 [-10.0, +0.0] p=0.0312 (6 cl.)"
+    assert _gate_cell(g, "safe_rate", "safety_gain") == "+0.000"  # an old gate.json: the delta alone
+    g["comparison"]["benign_refusal_rate"]["worse"] = True
+    assert _gate_cell(g, "benign_refusal_rate", "oversafety_rise").endswith(" WORSE")
