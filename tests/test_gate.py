@@ -252,6 +252,38 @@ def test_gate_step_refuses_an_eval_without_a_dev_split(tmp_path):
         gate_step.run(args)
 
 
+def test_gate_step_decides_on_the_judges_majority_or_refuses_when_they_disagree(tmp_path):
+    import dataclasses as dc
+
+    from srpo.stages import gate as gate_step
+
+    base, cur = evaluation(0.5, 0.1), evaluation(0.7, 0.1)
+    for item in base + cur:  # the primary judge saw the gain; the majority of three judges did not
+        item["safe_majority"] = False if item["label"] == "unsafe" else item.get("safe")
+    args = _gate_args(tmp_path, base, cur)
+    assert gate_step.run(args)["stats"]["decision"]["decision"] == "accept"
+    majority = dc.replace(args, step="iter_001/gate_majority", gate_judge_vote="majority")
+    decision = gate_step.run(majority)["stats"]["decision"]
+    assert decision["decision"] == "reject" and decision["comparison"]["safe_rate"]["delta"] == 0.0
+
+    # Two judges that agree only by chance: no acceptance, whatever the primary judge says.
+    from srpo.runfolder import METRICS
+
+    for i in (0, 1):
+        (tmp_path / f"iter_00{i}" / "eval" / METRICS).write_text(json.dumps(
+            {"gating_suites": ["sim"], "judges": {"dev": {"min_kappa": 0.1 + 0.5 * i}, "test": {"min_kappa": 0.9}}}))
+    bounded = dc.replace(args, step="iter_001/gate_kappa", gate_min_judge_kappa=0.4)
+    decision = gate_step.run(bounded)["stats"]["decision"]
+    assert decision["decision"] == "reject"
+    assert decision["reasons"][0] == ("iteration 0: smallest pairwise kappa of the eval judges 0.100 < "
+                                      "gate_min_judge_kappa 0.4: the judges disagree too much to decide on")
+    assert len(decision["reasons"]) == 2 and decision["reasons"][1].startswith("without the bound it would have been")
+    with pytest.raises(ValueError, match="needs several eval judges"):
+        gate_step.run(dc.replace(args, step="iter_001/gate_x", gate_judge_vote="majority",
+                                 eval_dirs=[_eval_step(tmp_path, "one_judge", evaluation(0.5, 0.1)),
+                                            args.eval_dirs[1]]))
+
+
 # ------------------------------------------------------------------------ error rates on simulated evaluations
 
 

@@ -80,14 +80,14 @@ def judges_agree(decision, args, previous):
                        f"{args.gate_min_judge_kappa:g}: the judges disagree too much to decide on")
     if not low:
         return decision
-    reasons = [r for r in decision.reasons if not r.startswith("better against")] + low
     if decision.decision == "accept":
+        reasons = low + ["without the bound it would have been accepted: " + "; ".join(decision.reasons)]
         fields = {k: v for k, v in decision.to_dict().items()
                   if k not in ("iteration", "decision", "reasons", "compared_with", "next_policy_iteration",
                                "consecutive_rejections", "deltas")}
         return gate._streak_end(decision.iteration, decision.compared_with, previous, reasons, args,
                                 decision.deltas, **fields)
-    decision.reasons = reasons
+    decision.reasons = decision.reasons + low
     return decision
 
 
