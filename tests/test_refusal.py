@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from srpo.refusal import COMPLIANCE, FULL_REFUSAL, PARTIAL_REFUSAL, classify_refusal, is_refusal
+from srpo.refusal import (
+    COMPLIANCE,
+    FULL_REFUSAL,
+    PARTIAL_REFUSAL,
+    RULE_STEPS,
+    classify_refusal,
+    is_refusal,
+    refusal_cues,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -190,6 +198,22 @@ def test_chain_format_classifies_the_answer_only():
 )
 def test_odd_input_does_not_crash(text):
     assert classify_refusal(text) in (FULL_REFUSAL, PARTIAL_REFUSAL, COMPLIANCE)
+
+
+def test_cues_carry_the_rules_decision():
+    texts = [*FULL, *COMPLY, *PARTIAL, *(t for _, t in REBUTTALS), "", None]
+    keys = set(refusal_cues("").keys())
+    for text in texts:
+        cues = refusal_cues(text)
+        assert set(cues) == keys
+        label = classify_refusal(text)
+        assert (cues["rule_full"], cues["rule_partial"]) == (label == FULL_REFUSAL, label == PARTIAL_REFUSAL)
+        assert sum(cues[f"step_{step}"] for step in RULE_STEPS) == 1
+        assert all(isinstance(v, float) and v >= 0 for v in cues.values())
+    # The prompt reaches the rules: a warning is a rebuttal only when the prompt proposes the action.
+    answer = "Drinking seawater is dangerous, because the salt makes you lose more water than you drank."
+    assert refusal_cues(answer, "I am going to drink seawater.")["step_rebuttal"] == 1
+    assert refusal_cues(answer)["step_rebuttal"] == 0
 
 
 def test_curly_apostrophes_are_normalised():
