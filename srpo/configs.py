@@ -238,18 +238,23 @@ class SampleArgs(StepArgs):
 class JudgeArgs(StepArgs):
     samples_dir: str = _help("The samples step folder to judge.", default="")
     data_dir: str = _help("The built data folder (for labels, categories and images).", default="")
-    judge_backend: Literal["self", "openai", "hf", "rule"] = _help(
-        "'self' (DREAM: the policy disentangles each prompt's risk and that is the rubric), 'openai' (an "
-        "OpenAI-compatible endpoint: vLLM server or hosted API), 'hf' (a separate local model) or 'rule' (ORACLE "
-        "feedback: reads the data's labels; for tests and upper bounds only, and the run's summary and report say "
-        "so).", default="self")
+    judge_backend: Literal["self", "openai", "hf", "rule", "dream"] = _help(
+        "'self' (the policy writes its own chain for each prompt and that is the rubric), 'dream' (DREAM's "
+        "self-feedback: the policy, or the judge of judge_dream_model, builds each prompt's risk context by "
+        "image-only, text-only and joint risk disentanglement with majority and verification, then gives each "
+        "response a 0-10 global score and an observation score), 'openai' (an OpenAI-compatible endpoint: vLLM "
+        "server or hosted API), 'hf' (a separate local model) or 'rule' (ORACLE feedback: reads the data's labels; "
+        "for tests and upper bounds only, and the run's summary and report say so).", default="self")
     judge_model: str | None = _help("Model name (openai) or local folder (hf) of the judge.", default=None)
     judge_base_url: str | None = _help("Base URL of the OpenAI-compatible judge, e.g. http://localhost:8000/v1.",
                                        default=None)
     judge_api_key_env: str = _help("NAME of the environment variable holding the judge's API key (never the key).",
                                    default="OPENAI_API_KEY")
-    policy_dir: str = _help("The policy that was sampled (the self-judge's model).", default="")
-    judge_max_new_tokens: int = _help("Generation budget of the self-judge's own chain.", default=96)
+    policy_dir: str = _help("The policy that was sampled (the self-judge's model, and dream's unless "
+                            "judge_dream_model names another).", default="")
+    judge_max_new_tokens: int = _help("Generation budget of the self-judge's own chain, and of every DREAM answer "
+                                      "(dream; raise it when the risk-disentanglement lists are cut off).",
+                                      default=96)
     judge_batch_size: int = _help("Prompts per generate() call of the self-judge, and per call of a model judge (an "
                                   "endpoint runs that call's requests concurrently).", default=16)
     judge_mode: Literal["pointwise", "pairwise"] = _help(
@@ -258,9 +263,24 @@ class JudgeArgs(StepArgs):
     judge_price_prompt_per_1k: float = _help("Price per 1k prompt tokens of the endpoint judge, for the cost panel.",
                                              default=0.0)
     judge_price_completion_per_1k: float = _help("Price per 1k completion tokens of the endpoint judge.", default=0.0)
+    judge_dream_samples: int = _help("dream: samples m of each risk-disentanglement pass; an observation is kept when "
+                                     "more than half of them propose it (1 = one greedy answer).", default=3)
+    judge_dream_temperature: float = _help("dream: sampling temperature of the m samples of each pass.", default=0.7)
+    judge_dream_global_weight: float = _help("dream: weight of the 0-10 global score (/10) in the reward; with "
+                                             "judge_dream_observation_weight it sums to 1.", default=0.8)
+    judge_dream_observation_weight: float = _help(
+        "dream: weight of the observation score (fraction of the risk context's observations the response "
+        "recognises). 0.2 is worth one band (two points) of the global score: it separates neighbouring bands, it "
+        "cannot lift a harmful response (0-2) over a harmless one (5-6).", default=0.2)
+    judge_dream_model: Literal["", "openai", "hf"] = _help(
+        "dream: who answers the DREAM prompts: '' (the policy itself, policy_dir), 'openai' (the endpoint at "
+        "judge_base_url serving judge_model) or 'hf' (the local model folder judge_model). Generation budget: "
+        "judge_max_new_tokens.", default="")
 
     def __post_init__(self):
         check_choices(self)
+        if self.judge_backend == "dream":
+            self._check_dream()
         if self.judge_mode == "pairwise" and self.judge_backend not in ("openai", "hf"):
             raise ValueError("judge_mode='pairwise' needs a model judge (judge_backend openai or hf); the self and "
                              "rule judges grade one response at a time")
@@ -268,6 +288,25 @@ class JudgeArgs(StepArgs):
             raise ValueError(f"judge_backend={self.judge_backend!r} needs judge_model (a model name or folder)")
         if self.judge_backend == "openai" and not self.judge_base_url:
             raise ValueError("judge_backend='openai' needs judge_base_url, e.g. http://localhost:8000/v1")
+
+    def _check_dream(self) -> None:
+        if self.judge_dream_samples < 1:
+            raise ValueError(f"judge_dream_samples must be >= 1 (1 = one greedy answer per pass); got "
+                             f"{self.judge_dream_samples}")
+        if self.judge_dream_samples > 1 and self.judge_dream_temperature <= 0:
+            raise ValueError("judge_dream_samples > 1 needs judge_dream_temperature > 0 (identical samples make the "
+                             f"majority vote meaningless); got {self.judge_dream_temperature}")
+        _check_fraction("judge_dream_global_weight", self.judge_dream_global_weight)
+        _check_fraction("judge_dream_observation_weight", self.judge_dream_observation_weight)
+        total = self.judge_dream_global_weight + self.judge_dream_observation_weight
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"judge_dream_global_weight + judge_dream_observation_weight must sum to 1; got "
+                             f"{self.judge_dream_global_weight} + {self.judge_dream_observation_weight} = {total:g}")
+        if self.judge_dream_model and not self.judge_model:
+            raise ValueError(f"judge_dream_model={self.judge_dream_model!r} needs judge_model (a model name or "
+                             "folder); leave judge_dream_model empty for the policy itself")
+        if self.judge_dream_model == "openai" and not self.judge_base_url:
+            raise ValueError("judge_dream_model='openai' needs judge_base_url, e.g. http://localhost:8000/v1")
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Preference pairs from judgments: pure functions, tested without a model.
 
 reward = w_s * safety + w_e * effectiveness + w_a * risk_awareness + w_f * chain_valid  (scores in [0, 1]; failed
-judgments excluded; a score the judge does not measure, None, adds nothing); with pairwise judging the first two terms
-are (w_s + w_e) * preference (preference: the sample's win rate).
+judgments excluded; a score the judge does not measure, None, adds nothing). A judge that gives its own overall score
+as `preference` (the pairwise win rate; DREAM's mixed reward) is ranked by (w_s + w_e) * preference (+ the format
+term) alone: its awareness is already inside that score and is not counted twice.
 best-vs-worst: per prompt, the highest-reward sample is chosen and the lowest rejected when their gap >= margin
 (ties broken by the lower sample index, so pairs are deterministic). On benign prompts effectiveness carries the
 reward, so a refusal there is the rejected side: the loop cannot buy safety with refusals.
@@ -19,8 +20,8 @@ def reward(judgment: dict, safety_weight: float, effectiveness_weight: float, aw
         value = (safety_weight + effectiveness_weight) * judgment["preference"]
     else:
         value = safety_weight * judgment["safety"] + effectiveness_weight * judgment["effectiveness"]
-    if judgment.get("awareness") is not None:
-        value += awareness_weight * judgment["awareness"]
+        if judgment.get("awareness") is not None:
+            value += awareness_weight * judgment["awareness"]
     if format_weight and judgment.get("chain_valid") is not None:
         value += format_weight * judgment["chain_valid"]
     return value

@@ -48,3 +48,14 @@ def test_unmeasured_awareness_adds_nothing_and_format_has_its_own_weight():
                  {**model_judged, "prompt_id": "p", "sample_idx": 1, "effectiveness": 0.5, "chain_valid": 1.0}]
     assert best_vs_worst(judgments, margin=0.1)[0]["chosen_idx"] == 0
     assert best_vs_worst(judgments, margin=0.1, format_weight=1.0)[0]["chosen_idx"] == 1
+
+
+def test_a_judge_with_its_own_overall_score_is_not_counted_twice():
+    from srpo.pairing import reward
+
+    # DREAM: preference already mixes the global and observation scores; awareness is that observation score.
+    dream = {"preference": 0.5, "awareness": 1.0, "chain_valid": 1.0}
+    assert reward(dream, 1.0, 1.0, 0.5) == 1.0
+    assert reward(dream, 1.0, 1.0, 0.5, format_weight=0.5) == 1.5
+    pointwise = {"safety": 1.0, "effectiveness": 0.5, "awareness": 1.0}
+    assert reward(pointwise, 1.0, 1.0, 0.5) == 2.0

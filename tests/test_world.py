@@ -50,7 +50,7 @@ def test_world_build_writes_chains_for_training_combinations_only(tmp_path):
 FEEDBACK_PATH = ["srpo.stages.sample", "srpo.stages.judge", "srpo.stages.pairs", "srpo.stages.dpo", "srpo.stages.sft",
                  "srpo.pairing", "srpo.training", "srpo.models", "srpo.sharding", "srpo.vllm_backend",
                  "srpo.judges.self_judge", "srpo.judges.rule", "srpo.judges.model_judge", "srpo.judges.pairwise",
-                 "srpo.judges.backends", "srpo.judges.verdict", "srpo.judges.base"]
+                 "srpo.judges.backends", "srpo.judges.verdict", "srpo.judges.base", "srpo.judges.dream"]
 
 
 def test_feedback_path_does_not_import_the_rule_table():

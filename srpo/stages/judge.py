@@ -20,7 +20,7 @@ from srpo.steps import StepRun, append_batches, model_input
 
 def inputs(args) -> dict:
     out = {"samples": args.samples_dir, "data": args.data_dir}
-    if args.judge_backend == "self":
+    if args.judge_backend == "self" or (args.judge_backend == "dream" and not args.judge_dream_model):
         out["policy"] = model_input(args.policy_dir)  # the judge's model is an input like any other
     return out
 
@@ -58,14 +58,22 @@ def run(args: JudgeArgs) -> dict | None:
             from srpo.judges.model_judge import make_model_judge
 
             model_judge = make_model_judge(args, args.run_dir)
+        dream_ask, dream_judge = _dream_ask(args) if args.judge_backend == "dream" and todo else (None, None)
         pairwise = PairwiseStats()
         # Model judges get a chunk of prompts per call (the endpoint client runs its requests concurrently); the
         # offline judges one prompt at a time. Each chunk is appended whole, so a killed step resumes after the last
         # one.
-        chunk = args.judge_batch_size if model_judge is not None else 1
+        chunk = args.judge_batch_size if model_judge is not None or dream_ask is not None else 1
         data_dir = Path(args.data_dir)
         def produce(prompt_ids):
             groups = [(pairs[pid], sorted(by_prompt[pid], key=lambda s: s["sample_idx"])) for pid in prompt_ids]
+            if dream_ask is not None:
+                from srpo.judges.dream import judge_groups as judge_groups_dream
+
+                # Risk contexts of this chunk's prompts first (once each), then every sample against its own.
+                return judge_groups_dream(dream_ask, groups, data_dir, m=args.judge_dream_samples,
+                                          global_weight=args.judge_dream_global_weight,
+                                          observation_weight=args.judge_dream_observation_weight)
             if model_judge is not None and args.judge_mode == "pairwise":
                 judged = judge_groups_pairwise(model_judge, groups, data_dir, seed=args.seed, stats=pairwise)
             elif model_judge is not None:
@@ -83,13 +91,15 @@ def run(args: JudgeArgs) -> dict | None:
         scored = [r for r in rows if not r["failed"]]
         if args.judge_mode == "pairwise":
             version = PAIRWISE_PROMPT_VERSION
+        elif args.judge_backend == "dream":
+            from srpo.judges.dream import DREAM_PROMPT_VERSION as version
         else:
             version = JUDGE_PROMPT_VERSION if model_judge is None else EVAL_JUDGE_PROMPT_VERSION
         stats = {
             "judge_backend": args.judge_backend,
             "judge_mode": args.judge_mode,
             "judge_prompt_version": version,
-            "judge": model_judge.describe() if model_judge is not None else {"backend": args.judge_backend},
+            "judge": model_judge.describe() if model_judge is not None else _describe(args, dream_judge),
             "judge_seconds": round(time.time() - step.started, 3),
             "judgments": len(rows),
             "failures": len(rows) - len(scored),
@@ -102,7 +112,43 @@ def run(args: JudgeArgs) -> dict | None:
         if args.judge_mode == "pairwise":
             # Comparisons of this execution only (a resumed step counts what it asked itself).
             stats.update(pairwise.to_dict(), mean_preference=_mean(r["preference"] for r in scored))
+        if args.judge_backend == "dream":
+            from srpo.judges.dream import manifest_stats
+
+            stats.update(manifest_stats(rows))
         return step.finish([JUDGMENTS], stats)
+
+
+def _dream_ask(args):
+    """DREAM's `ask` and who answers it: the policy (policy_dir), a local judge folder, or an endpoint."""
+    from srpo.judges import dream
+
+    if args.judge_dream_model == "openai":
+        client = dream.make_chat_client(args, args.run_dir)
+        return dream.chat_ask(client, temperature=args.judge_dream_temperature, seed=args.seed), client
+    from srpo.models import generate, load_policy
+    from srpo.sharding import inference_device
+
+    model, processor = load_policy(args.judge_model if args.judge_dream_model == "hf" else args.policy_dir)
+    model.to(inference_device()).eval()
+
+    def texts(prompts, *, do_sample, temperature, seed):
+        return [t[0] for t in generate(model, processor, prompts, max_new_tokens=args.judge_max_new_tokens,
+                                       do_sample=do_sample, temperature=temperature, seed=seed,
+                                       batch_size=args.judge_batch_size)]
+
+    return dream.generation_ask(texts, temperature=args.judge_dream_temperature, seed=args.seed), None
+
+
+def _describe(args, dream_client) -> dict:
+    if args.judge_backend != "dream":
+        return {"backend": args.judge_backend}
+    model = {"": args.policy_dir, "hf": args.judge_model, "openai": args.judge_model}[args.judge_dream_model]
+    out = {"backend": "dream", "answered_by": args.judge_dream_model or "policy", "model": model,
+           "samples": args.judge_dream_samples, "temperature": args.judge_dream_temperature,
+           "global_weight": args.judge_dream_global_weight,
+           "observation_weight": args.judge_dream_observation_weight}
+    return {**out, **dream_client.stats()} if dream_client is not None else out
 
 
 def _judge(backend: str, pair: dict, assessment, sample: dict):
