@@ -15,7 +15,7 @@ TINY_VERSION = "v2"  # bump when the tiny model's recipe changes, so cached buil
 
 # Recipe fields that name a model, and the backend value under which they name a local model folder.
 SPEC_FIELDS = {"build": [("build_teacher_model", "build_teacher", "hf")],
-               "judge": [("judge_model", "judge_backend", "hf")],
+               "judge": [("judge_model", "judge_backend", "hf"), ("judge_model", "judge_dream_model", "hf")],
                "eval": [("eval_judge_model", "eval_judge_backend", "hf")]}
 
 

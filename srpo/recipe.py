@@ -231,7 +231,7 @@ def _preflight(recipe: dict, built: dict, name: str) -> list[str]:
     model("run.run_model", run.run_model)
     if build.build_teacher == "hf":
         model("build.build_teacher_model", build.build_teacher_model)
-    if judge.judge_backend == "hf":
+    if judge.judge_backend == "hf" or (judge.judge_backend == "dream" and judge.judge_dream_model == "hf"):
         model("judge.judge_model", judge.judge_model)
     if ev.eval_judge_backend == "hf":
         model("eval.eval_judge_model", ev.eval_judge_model)

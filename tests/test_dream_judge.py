@@ -2,6 +2,7 @@
 signals and their mix, failures counted and never scored, and a judge step on the tiny model."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -459,3 +460,15 @@ def test_judge_step_with_dream_on_an_endpoint_that_answers_garbage(tiny_data, tm
     assert "policy" not in manifest["inputs"]
     rows = [json.loads(line) for line in (tmp_path / "judgments" / "judgments.jsonl").read_text().splitlines()]
     assert all(r["raw"] and "Visual:" in r["raw"] for r in rows)  # the endpoint's raw answers are kept
+
+
+def test_an_external_hf_dream_judge_is_resolved_and_preflighted_like_the_hf_judge(tmp_path):
+    from srpo.model_specs import resolve_section
+    from srpo.recipe import check_recipe
+
+    section = {"judge_backend": "dream", "judge_dream_model": "hf", "judge_model": "tiny:llava"}
+    assert resolve_section("judge", section, 0)["judge_model"] != "tiny:llava"  # a local folder now
+    smoke = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "smoke.yaml")
+    problems = check_recipe(smoke, ["judge.judge_backend=dream", "judge.judge_dream_model=hf",
+                                    f"judge.judge_model={tmp_path / 'no-such-judge'}"], preflight=True)
+    assert any("judge.judge_model" in p for p in problems), problems
