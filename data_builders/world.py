@@ -2,6 +2,8 @@
 
 Each combination is rendered in several scenes (the object at other places on other backgrounds), so the model must
 look at the image. Held-out combinations get `split=eval`; they carry their label for *evaluation only* and no chain.
+With an RL fraction, some training combinations are RL prompts only (`world_rl_prompts`): a scene and its query under
+an opaque id, and nothing else; they are not pairs, so their labels never enter the data folder.
 """
 
 from __future__ import annotations
@@ -9,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from srpo.schema import SSUIPair
-from srpo.world.scenes import Combination, combination_risk, reference_answer, render_scene, split_combinations
+from srpo.world.scenes import (
+    Combination,
+    combination_risk,
+    reference_answer,
+    render_scene,
+    split_combinations,
+    split_rl_combinations,
+)
 
 
 def _pair(combo: Combination, scene: int, split: str, image_dir: Path, seed: int) -> SSUIPair:
@@ -29,13 +38,39 @@ def hash_seed(seed: int, *parts) -> int:
 
 
 def world_pairs(image_dir: Path, seed: int = 0, heldout_fraction: float = 0.2, train_scenes: int = 6,
-                eval_scenes: int = 5) -> list[SSUIPair]:
+                eval_scenes: int = 5, rl_fraction: float = 0.0) -> list[SSUIPair]:
+    """Pairs of the SFT combinations (split train) and the held-out ones (split eval); the RL combinations of
+    `rl_fraction` are left out (they are `world_rl_prompts`)."""
     image_dir.mkdir(parents=True, exist_ok=True)
     train, heldout = split_combinations(seed, heldout_fraction)
+    train, _ = split_rl_combinations(train, heldout, seed, rl_fraction)
     pairs = [_pair(c, s, "train", image_dir, seed) for c in train for s in range(train_scenes)]
     pairs += [_pair(c, s, "eval", image_dir, seed) for c in heldout for s in range(eval_scenes)]
     _link_twins(pairs)
     return pairs
+
+
+def world_rl_prompts(image_dir: Path, image_prefix: str, seed: int = 0, rl_fraction: float = 0.0,
+                     heldout_fraction: float = 0.2, scenes: int = 6) -> list[dict]:
+    """Prompt-only rows {id, image, query, source, meta} of the RL combinations, fresh scenes, sorted by id.
+
+    The id and the image name are a hash of the combination and scene (nothing names the object), meta holds only the
+    split, and rows are sorted by that id so their order does not group a combination's scenes: the label cannot be
+    read back from a row. Only the world itself (seed + rl_fraction) knows which combination a row is."""
+    train, heldout = split_combinations(seed, heldout_fraction)
+    _, rl = split_rl_combinations(train, heldout, seed, rl_fraction)
+    if rl:
+        image_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for combo in rl:
+        for scene in range(scenes):
+            name = f"world-rl-{hash_seed(seed, 'rl-id', combo.key, scene):08x}"
+            render_scene(combo.obj, seed=hash_seed(seed, "rl", combo.key, scene)).save(image_dir / f"{name}.png")
+            rows.append({"id": name, "image": f"{image_prefix}/{name}.png", "query": combo.query, "source": "world",
+                         "meta": {"split": "rl"}})
+    if len({r["id"] for r in rows}) != len(rows):
+        raise RuntimeError("two RL scenes hashed to one id; change the seed")
+    return sorted(rows, key=lambda r: r["id"])
 
 
 def _link_twins(pairs: list[SSUIPair]) -> None:

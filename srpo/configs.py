@@ -177,6 +177,15 @@ class BuildArgs(StepArgs):
                                  default="base/model")
     build_max_prompt_tokens: int = _help("Quarantine a row that measures more tokens than this (0 = the model's "
                                          "max_position_embeddings). Needs build_model_dir.", default=0)
+    build_rl_source: str | None = _help(
+        "A prompt-only .jsonl file for the RL split (one {\"id\"?, \"image\", \"query\"} per line; image relative "
+        "to the file's folder, never escaping it): what the loop samples on. Written to data/rl_prompts.jsonl with no "
+        "label and no chain; any other field of a row (a label included) is ignored, never stored. Bad rows are "
+        "quarantined like a source's.", default=None)
+    build_world_rl_fraction: float = _help(
+        "World source: fraction of the training combinations (seeded, stratified by label, every hazard x intent cell "
+        "kept in SFT) that become RL prompts only: fresh scenes and their query under opaque ids, no label, no chain, "
+        "not in SFT. 0 = none (every training combination is SFT data, as before).", default=0.0)
 
     def __post_init__(self):
         import re
@@ -184,6 +193,13 @@ class BuildArgs(StepArgs):
         check_choices(self)
         _check_fraction("build_eval_fraction", self.build_eval_fraction)
         _check_fraction("build_dev_fraction", self.build_dev_fraction)
+        _check_fraction("build_world_rl_fraction", self.build_world_rl_fraction)
+        if self.build_world_rl_fraction and self.build_source != "world":
+            raise ValueError("build_world_rl_fraction applies to build_source 'world' only; got "
+                             f"{self.build_source!r} (give another source's RL prompts as build_rl_source)")
+        if self.build_world_rl_fraction >= 1:
+            raise ValueError("build_world_rl_fraction must be < 1: SFT needs training combinations with chains; got "
+                             f"{self.build_world_rl_fraction}")
         for name in ("build_world_captions", "build_world_counterfactuals"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
@@ -224,6 +240,10 @@ class SampleArgs(StepArgs):
     sample_backend: Literal["hf", "vllm"] = _help(
         "'hf' (batched transformers generate; any machine) or 'vllm' (GPU machines with vLLM installed; same prompts, "
         "K and per-prompt seeds).", default="hf")
+    sample_prompt_set: Literal["auto", "rl", "train"] = _help(
+        "Which prompts to sample on: 'auto' (the data folder's RL prompts, rl_prompts.jsonl, when it has any, else "
+        "the SFT training prompts), 'rl' (the RL prompts; an error when there are none) or 'train' (the SFT prompts, "
+        "which the policy was trained on with their chains: an ablation).", default="auto")
 
     def __post_init__(self):
         check_choices(self)

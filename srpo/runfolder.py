@@ -25,6 +25,8 @@ SFT_MIX = "sft_mix.jsonl"  # data: rows SFT trains on beside the chains ({id, qu
 QUARANTINE = "quarantine.jsonl"  # data: source rows refused, with file, line, field and reason
 FAILED = "failed.jsonl"  # data: pairs whose chain the teacher could not write
 IMAGES = "images"  # data: the pairs' images
+RL_PROMPTS = "rl_prompts.jsonl"  # data, when asked for: RL prompts {id, image, query, source, meta}, no label or chain
+RL_IMAGES = "rl_images"  # data, with RL_PROMPTS: their images
 MODEL = "model"  # base, sft, dpo: the policy (full weights or an adapter, with its processor)
 LOG_HISTORY = "log_history.json"  # sft, dpo: the trainer's log
 SAMPLES = "samples.jsonl"  # samples: {prompt_id, sample_idx, response}
@@ -66,6 +68,16 @@ def write_jsonl(path: str | os.PathLike, rows) -> int:
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def data_prompts(data_dir: str | os.PathLike) -> dict[str, dict]:
+    """Every prompt a sample can name, by id: a data folder's pairs, and its RL prompts (no label) when it has
+    them."""
+    data_dir = Path(data_dir)
+    prompts = {p["id"]: p for p in read_jsonl(data_dir / PAIRS)}
+    if (data_dir / RL_PROMPTS).is_file():
+        prompts.update((p["id"], p) for p in read_jsonl(data_dir / RL_PROMPTS))
+    return prompts
 
 
 def read_complete_jsonl(path: str | os.PathLike, truncate: bool = True) -> list[dict]:

@@ -71,6 +71,13 @@ class DPOStageConfig(ModelArgsMixin, DPOConfig):
     pairs_dir: str = _help("The pairs step folder (pairs.jsonl).", default="")
     nll_weight: float = _help("SRPO's λ: weight of an NLL term on the chosen chain, added through TRL's "
                               "loss_type=['sigmoid', 'sft'] and loss_weights. 0 disables it.", default=0.0)
+    dpo_reference_weight: float = _help(
+        "SRPO's reference-based learning, λ: adds λ · (mean token NLL under the policy of teacher chains from the "
+        "data folder's SFT split, prompt masked as SFT masks it) to every training step's loss. 0 is plain DPO.",
+        default=0.0)
+    dpo_reference_per_batch: int | None = _help(
+        "Teacher chains beside each per-device batch of pairs when dpo_reference_weight > 0, drawn per optimizer step "
+        "(seeded) and shared out across processes like the pairs. Unset: per_device_train_batch_size.", default=None)
     max_length: int | None = _help("Truncate sequences to this many tokens; None for VLMs.", default=None)
     activation_checkpointing: bool | None = _help("Trade compute for memory.", default=False)
     gradient_checkpointing: bool | None = _help("Deprecated alias of activation_checkpointing.", default=None)
@@ -83,6 +90,12 @@ class DPOStageConfig(ModelArgsMixin, DPOConfig):
         self._check_model_args()
         if self.nll_weight < 0:
             raise ValueError(f"nll_weight must be >= 0; got {self.nll_weight}")
+        if not self.dpo_reference_weight >= 0:  # also refuses NaN
+            raise ValueError(f"dpo_reference_weight must be >= 0 (SRPO's λ; 0 turns reference chains off); got "
+                             f"{self.dpo_reference_weight}")
+        if self.dpo_reference_per_batch is not None and self.dpo_reference_per_batch < 1:
+            raise ValueError(f"dpo_reference_per_batch must be >= 1, or unset for per_device_train_batch_size; got "
+                             f"{self.dpo_reference_per_batch}")
         if self.beta <= 0:
             # DPO's beta scales the implicit reward: 0 learns nothing, a negative beta prefers the rejected answer.
             raise ValueError(f"beta must be > 0 (DPO's KL strength, typically 0.05-0.5); got {self.beta}")

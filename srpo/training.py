@@ -1,7 +1,9 @@
-"""Shared pieces of the training steps: freezing, LoRA config, saving the final policy and its log."""
+"""Shared pieces of the training steps: freezing, LoRA config, saving the final policy and its log; and the DPO
+trainer with SRPO's reference chains (dpo_reference_weight)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -212,3 +214,116 @@ def train_and_save(trainer, processor, args, folder: Path) -> dict:
     if is_main_process():
         shutil.rmtree(args.output_dir, ignore_errors=True)  # checkpoints were only resume points
     return stats
+
+
+def reference_draw(n_chains: int, *, seed: int, step: int, count: int) -> list[int]:
+    """The teacher chains (indices) that optimizer step `step` (0-based) trains on, in SRPO's reference-based learning.
+
+    `count` of them from a shuffle of all chains seeded by (seed, step), reshuffled only when one pass runs out, so no
+    chain repeats within a step while there are enough. A pure function of its arguments: a resumed run draws what the
+    uninterrupted one drew, whatever the number of processes.
+    """
+    import hashlib
+    import random
+
+    rng = random.Random(int(hashlib.sha256(repr(("reference", seed, step)).encode()).hexdigest()[:16], 16))
+    drawn: list[int] = []
+    while len(drawn) < count:
+        order = list(range(n_chains))
+        rng.shuffle(order)
+        drawn += order
+    return drawn[:count]
+
+
+def reference_share(drawn: list[int], *, per_batch: int, world_size: int, rank: int, micro_step: int) -> list[int]:
+    """One rank's chains for one micro-step, out of the step's draw laid out as accelerate lays out the pairs:
+    micro-step by micro-step, and within one, rank by rank, per_batch each (2 ranks x 2 see 1 process x 4's chains)."""
+    start = (micro_step * world_size + rank) * per_batch
+    return drawn[start:start + per_batch]
+
+
+class ReferenceChains:
+    """The teacher chains of SRPO's reference-based learning ({query, image, completion} rows) and their weight λ.
+
+    A drawn batch is tokenized by TRL's SFT collator with completion-only labels: the chains are masked exactly as the
+    SFT step masks them (prompt, image tokens and padding at -100), and truncated at the DPO step's max_length.
+    """
+
+    def __init__(self, rows: list[dict], data_dir: Path, *, weight: float, per_batch: int):
+        if not rows:
+            raise ValueError(f"dpo_reference_weight > 0 needs teacher chains, and the data folder {data_dir} has none "
+                             "(no train-split pair with a chain): build the data with chains, or set "
+                             "dpo_reference_weight: 0")
+        self.rows, self.data_dir, self.weight, self.per_batch = rows, Path(data_dir), weight, per_batch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def collate(self, indices: list[int], processor, max_length: int | None) -> dict:
+        from PIL import Image
+        from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+        from srpo.models import assistant_message, user_message
+
+        examples = [{
+            "images": [Image.open(self.data_dir / row["image"]).convert("RGB")] if row["image"] else [],
+            "prompt": user_message(row["query"], row["image"] is not None),
+            "completion": assistant_message(row["completion"]),
+        } for row in (self.rows[i] for i in indices)]
+        collator = DataCollatorForVisionLanguageModeling(processor=processor, max_length=max_length,
+                                                         completion_only_loss=True)
+        return collator(examples)
+
+
+def token_nll(model, batch: dict):
+    """(sum of the NLL of the labelled tokens, their count) under `model`, through the fused LM head TRL's trainers add
+    (no full logits). `batch` is a collated SFT batch with `labels`."""
+    batch = dict(batch)
+    labels = batch.pop("labels")
+    outputs = model(**batch, labels=labels, use_cache=False, fused_lm_head=True)
+    return -outputs.log_probs.sum(), outputs.label_mask.sum()
+
+
+@functools.cache
+def reference_dpo_trainer_class():
+    """TRL's DPOTrainer with SRPO's reference-based learning added to its loss (built on first use: importing TRL's
+    trainers takes seconds, and `srpo.training` is imported by steps that do not train)."""
+    from trl import DPOTrainer
+
+    class ReferenceDPOTrainer(DPOTrainer):
+        # L = L_DPO + λ · NLL_ref, NLL_ref the mean token NLL of the step's drawn teacher chains (SRPO, 2509.12060).
+        def __init__(self, *args, reference_chains: ReferenceChains, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.reference_chains = reference_chains
+            self._reference_at = (-1, -1)  # (optimizer step, micro-step) of the last training forward
+
+        def reference_indices(self) -> list[int]:
+            """This rank's chains for the micro-step about to run (advances the micro-step counter)."""
+            step, micro = self.state.global_step, 0
+            if self._reference_at[0] == step:
+                micro = self._reference_at[1] + 1
+            self._reference_at = (step, micro)
+            chains, world = self.reference_chains, self.accelerator.num_processes
+            drawn = reference_draw(len(chains), seed=self.args.seed, step=step,
+                                   count=chains.per_batch * world * self.args.gradient_accumulation_steps)
+            return reference_share(drawn, per_batch=chains.per_batch, world_size=world,
+                                   rank=self.accelerator.process_index, micro_step=micro)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if not self.model.training:
+                return result
+            loss, outputs = result if return_outputs else (result, None)
+            chains = self.reference_chains
+            batch = chains.collate(self.reference_indices(), self.processing_class, self.args.max_length)
+            nll_sum, tokens = token_nll(model, self._prepare_inputs(batch))
+            # The mean over the tokens of every rank's chains, as one process with all of them would take it: DDP and
+            # ZeRO average the gradients over ranks, hence the world size over the global token count.
+            total_tokens = self.accelerator.gather(tokens.detach()).sum().clamp(min=1)
+            reference_nll = nll_sum * self.accelerator.num_processes / total_tokens
+            logged = self.accelerator.gather(nll_sum.detach()).sum() / total_tokens
+            self._metrics["train"]["reference_nll"].append(logged.item())
+            loss = loss + chains.weight * reference_nll
+            return (loss, outputs) if return_outputs else loss
+
+    return ReferenceDPOTrainer

@@ -248,6 +248,31 @@ def test_two_processes_match_one(world, stage, backend, deepspeed, engine, saves
     print(f"timings so far (s): { {k: round(v, 1) for k, v in TIMINGS.items()} }", flush=True)
 
 
+def test_two_processes_match_one_with_reference_chains(world):
+    """SRPO's reference-based learning (dpo_reference_weight > 0) under DDP: each rank takes its share of the step's
+    seeded draw (2 ranks x 2 chains = 1 process x 4, per_batch defaulting to the per-device batch), and the term is the
+    mean over the tokens of every rank's chains, so the loss and the logged reference_nll follow the 1-process run."""
+    from srpo.stages import dpo
+    from srpo.train_configs import DPOStageConfig
+
+    values = dict(dpo_reference_weight=0.5)
+    one = world["run_dir"] / "dpo_reference_1p"
+    t0 = time.time()
+    dpo.run(DPOStageConfig(step=one.name, per_device_train_batch_size=4, output_dir=str(one / "trainer"),
+                           **world["dpo"], **values))
+    TIMINGS["dpo_reference_1p"] = time.time() - t0
+    world["ref"]["dpo_reference"] = _losses(one)
+    step_dir, probe_out, _ = _launch(world, "dpo", "dpo_reference_ddp", None, values)
+    _check(world, "dpo_reference", step_dir, probe_out, "DistributedDataParallel", TOL)
+    want, got = ([h["reference_nll"] for h in json.loads((d / "log_history.json").read_text()) if "reference_nll" in h]
+                 for d in (one, step_dir))
+    assert len(want) == len(got) == DPO_STEPS
+    delta = max(abs(a - b) for a, b in zip(want, got, strict=True))
+    print(f"reference_nll: max |2 procs - 1 proc| = {delta:.3g}; timings (s): 1 process "
+          f"{TIMINGS['dpo_reference_1p']:.0f}, 2 processes {TIMINGS['dpo_reference_ddp']:.0f}", flush=True)
+    assert delta <= TOL, (want, got)
+
+
 def _weights(model_dir: Path) -> dict:
     from safetensors.torch import load_file
 

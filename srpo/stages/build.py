@@ -9,6 +9,9 @@ Writes <run>/data/:
     quarantine.jsonl  source rows that could not become pairs, with the converter's reason (too long for the model
                       included: see length_rule)
     failed.jsonl      pairs (stage "chain") and twins (stage "twin") the teacher could not write, with the reason
+    rl_prompts.jsonl  only when asked for (build_rl_source, build_world_rl_fraction): the RL split, prompts the loop
+                      samples on, {id, image, query, source, meta} with meta.split "rl": no label, no category, no
+                      chain (they are not pairs, and the schema has no "unknown" label); images in rl_images/
     manifest.json     last; stats: counts per source/label/category/split, reasons, teacher calls/cache/cost
 
 Resumable: the teacher's results are appended per finished batch to chains.partial.jsonl (and twins.partial.jsonl);
@@ -32,6 +35,8 @@ from srpo.runfolder import (
     IMAGES,
     PAIRS,
     QUARANTINE,
+    RL_IMAGES,
+    RL_PROMPTS,
     SFT_MIX,
     canonical_hash,
     read_complete_jsonl,
@@ -198,7 +203,7 @@ def load_pairs(args: BuildArgs, folder: Path, rule=None) -> tuple[list[SSUIPair]
         if args.build_source == "world":
             from data_builders.world import world_pairs
 
-            pairs = world_pairs(folder / IMAGES, seed=args.seed)
+            pairs = world_pairs(folder / IMAGES, seed=args.seed, rl_fraction=args.build_world_rl_fraction)
         else:
             from data_builders.tiny import tiny_pairs
 
@@ -220,6 +225,48 @@ def load_pairs(args: BuildArgs, folder: Path, rule=None) -> tuple[list[SSUIPair]
     info = {"rows_read": result.rows_seen, "rows_converted": result.rows_ok,
             "warnings": dict(sorted(Counter(w.code for w in result.warnings).items()))}
     return result.pairs, [q.to_dict() for q in result.quarantined], info
+
+
+def load_rl_prompts(args: BuildArgs, folder: Path, rule, taken_ids: set[str]) -> tuple[list[dict], list[dict], dict]:
+    """(RL prompt rows sorted by id, quarantine rows, counts) of the world's RL combinations and of build_rl_source,
+    images copied into rl_images/; ([], [], {}) when the build asks for none. No label is read or written: a world RL
+    row is a scene and its query under an opaque id, a file row keeps only id, image and query."""
+    if not args.build_rl_source and not args.build_world_rl_fraction:
+        return [], [], {}
+    rows, quarantined = [], []
+    info = {"from_world": 0, "from_file": 0}
+    if args.build_world_rl_fraction:
+        from data_builders.world import world_rl_prompts
+
+        # The world's five queries and 32 px scenes, the same as its pairs' (measured there).
+        rows = world_rl_prompts(folder / RL_IMAGES, RL_IMAGES, seed=args.seed,
+                                rl_fraction=args.build_world_rl_fraction)
+        info["from_world"] = len(rows)
+    if args.build_rl_source:
+        from data_builders.sources.rl_prompts import convert_prompts
+
+        result = convert_prompts(args.build_rl_source, strict=args.build_strict, lengths=rule,
+                                 require_images=args.build_require_images,
+                                 taken_ids=frozenset(taken_ids | {r["id"] for r in rows}))
+        for p in result.prompts:
+            if p.image:
+                dst = folder / RL_IMAGES / p.image
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(resolve_image(result.root, p.image), dst)
+                p.image = f"{RL_IMAGES}/{p.image}"
+        rows += [p.to_dict() for p in result.prompts]
+        quarantined = [q.to_dict() for q in result.quarantined]
+        info.update(from_file=len(result.prompts), file=str(args.build_rl_source), rows_read=result.rows_seen,
+                    quarantined=len(quarantined), ignored_fields=result.ignored_fields, warnings=result.warnings,
+                    quarantined_per_reason=_counts(quarantined, lambda q: q["reason_code"]))
+        if result.rows_seen != len(result.prompts) + len(quarantined):
+            raise BuildError(f"RL prompt counts do not add up: {info}")
+    if not rows:
+        raise BuildError(f"the build asks for RL prompts but has none: {info} (see quarantine.jsonl for the rows of "
+                         f"{args.build_rl_source})")
+    (folder / RL_IMAGES).mkdir(parents=True, exist_ok=True)  # an output even when every prompt is text-only
+    info["prompts"] = len(rows)
+    return sorted(rows, key=lambda r: r["id"]), quarantined, info
 
 
 def cap_pairs(pairs: list[SSUIPair], max_pairs: int) -> tuple[list[SSUIPair], int]:
@@ -418,10 +465,11 @@ def run(args: BuildArgs) -> dict | None:
 
         rule, meter, lengths = length_rule(args)
         pairs, quarantined, source = load_pairs(args, folder, rule)
+        rl_rows, rl_quarantined, rl_info = load_rl_prompts(args, folder, rule, {p.id for p in pairs})
         if meter is not None:
             lengths.update(measured=meter.measured, longest_tokens=meter.longest)
         too_long = ("text_too_long", "prompt_too_long")
-        lengths["quarantined"] = sum(1 for q in quarantined if q["reason_code"] in too_long)
+        lengths["quarantined"] = sum(1 for q in quarantined + rl_quarantined if q["reason_code"] in too_long)
         pairs_converted = len(pairs)
         pairs, skipped_cap = cap_pairs(pairs, args.build_max_pairs)
         teacher = make_teacher(args)
@@ -470,6 +518,9 @@ def run(args: BuildArgs) -> dict | None:
         if accounting["rows_read"] != accounting["rows_converted"] + accounting["quarantined"] or (
                 accounting["pairs_converted"] - skipped_cap + len(generated) != len(pairs)):
             raise BuildError(f"build counts do not add up: {accounting}")
+        clash = sorted(written & {r["id"] for r in rl_rows})
+        if clash:  # a generated twin's id (<anchor>~twin): prompt ids must name one row of the data folder
+            raise BuildError(f"RL prompt ids {clash[:5]} are also pair ids; rename them in {args.build_rl_source}")
 
         write_jsonl(folder / PAIRS, rows)
         mix = []
@@ -479,7 +530,11 @@ def run(args: BuildArgs) -> dict | None:
             mix = world_sft_mix(folder / IMAGES, seed=args.seed, captions_per_object=args.build_world_captions,
                                 counterfactuals_per_cell=args.build_world_counterfactuals)
         write_jsonl(folder / SFT_MIX, mix)
-        write_jsonl(folder / QUARANTINE, quarantined)
+        write_jsonl(folder / QUARANTINE, quarantined + rl_quarantined)
+        outputs = [PAIRS, SFT_MIX, QUARANTINE, FAILED, IMAGES]
+        if rl_info:  # only when asked for, so a build without RL prompts keeps its outputs (and what follows it)
+            write_jsonl(folder / RL_PROMPTS, rl_rows)
+            outputs += [RL_PROMPTS, RL_IMAGES]
         write_jsonl(folder / FAILED, failed)
         chain_failures = [f for f in failed if f["stage"] == "chain"]
         stats = {
@@ -495,6 +550,7 @@ def run(args: BuildArgs) -> dict | None:
             "twin_build": twin_info,
             "balance_per_category": balance(rows),
             "splits": splits,
+            "rl_prompts": rl_info or None,
             "quarantined": len(quarantined),
             "quarantined_per_reason": _counts(quarantined, lambda q: q["reason_code"]),
             "length_check": lengths,
@@ -514,7 +570,9 @@ def run(args: BuildArgs) -> dict | None:
                  len(chain_failures), len(quarantined), stats["teacher"], teacher_stats["calls"],
                  teacher_stats["cache_hits"])
         stats["sft_mix"] = _counts(mix, lambda r: r["kind"])
-        return step.finish([PAIRS, SFT_MIX, QUARANTINE, FAILED, IMAGES], stats)
+        if rl_rows:
+            stats["by_split"]["rl"] = len(rl_rows)
+        return step.finish(outputs, stats)
 
 
 def main(argv=None) -> None:

@@ -4,6 +4,10 @@
 
 Writes <step>/judgments.jsonl, appended per prompt group so a killed run resumes where it stopped. Failures are
 counted in the manifest (judge_failure_rate) and never become scores.
+
+A prompt is a pair of the data folder or one of its RL prompts (rl_prompts.jsonl), which have an image and a query
+and no label: the self, dream and model judges need no more. The rule judge is oracle feedback that reads labels, so
+it refuses samples of RL prompts instead of guessing one.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 
 from srpo.configs import JudgeArgs
 from srpo.judges.pairwise import PAIRWISE_PROMPT_VERSION, PairwiseStats, judge_groups_pairwise
-from srpo.runfolder import JUDGMENTS, PAIRS, SAMPLES, read_complete_jsonl, read_jsonl
+from srpo.runfolder import JUDGMENTS, SAMPLES, data_prompts, read_complete_jsonl, read_jsonl
 from srpo.steps import StepRun, append_batches, model_input
 
 
@@ -34,10 +38,16 @@ def run(args: JudgeArgs) -> dict | None:
         from srpo.judges.base import JUDGE_PROMPT_VERSION
         from srpo.judges.verdict import EVAL_JUDGE_PROMPT_VERSION
 
-        pairs = {p["id"]: p for p in read_jsonl(Path(args.data_dir) / PAIRS)}
+        pairs = data_prompts(args.data_dir)
         by_prompt = defaultdict(list)
         for s in read_jsonl(Path(args.samples_dir) / SAMPLES):
             by_prompt[s["prompt_id"]].append(s)
+        unlabelled = sorted(pid for pid in by_prompt if "label" not in pairs[pid])
+        if args.judge_backend == "rule" and unlabelled:
+            raise ValueError(f"judge_backend='rule' is oracle feedback and reads each prompt's label, but "
+                             f"{len(unlabelled)} sampled prompt(s) (e.g. {unlabelled[0]!r}) are RL prompts, which "
+                             "have none; judge them with self, dream, openai or hf, or sample the labelled SFT "
+                             "prompts (sample_prompt_set: train) for an oracle upper bound")
         out_path = folder / JUDGMENTS
         done = {r["prompt_id"] for r in read_complete_jsonl(out_path)}
         todo = [pid for pid in sorted(by_prompt) if pid not in done]
@@ -102,6 +112,7 @@ def run(args: JudgeArgs) -> dict | None:
             "judge": model_judge.describe() if model_judge is not None else _describe(args, dream_judge),
             "judge_seconds": round(time.time() - step.started, 3),
             "judgments": len(rows),
+            "unlabelled_prompts": len(unlabelled),  # RL prompts: judged with no label to read
             "failures": len(rows) - len(scored),
             "judge_failure_rate": (len(rows) - len(scored)) / len(rows) if rows else 0.0,
             "mean_safety": _mean(r["safety"] for r in scored if r["safety"] is not None),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from srpo.configs import PairArgs
 from srpo.pairing import balance_by_group, best_vs_worst
-from srpo.runfolder import JUDGMENTS, PAIRS, SAMPLES, read_jsonl, write_jsonl
+from srpo.runfolder import JUDGMENTS, PAIRS, SAMPLES, data_prompts, read_jsonl, write_jsonl
 from srpo.steps import StepRun
 
 
@@ -26,7 +26,7 @@ def run(args: PairArgs) -> dict | None:
     if step.done():
         return None
     with step:
-        data = {p["id"]: p for p in read_jsonl(Path(args.data_dir) / PAIRS)}
+        data = data_prompts(args.data_dir)  # RL prompts too: they carry no label
         texts = {(s["prompt_id"], s["sample_idx"]): s["response"]
                  for s in read_jsonl(Path(args.samples_dir) / SAMPLES)}
         pairs = best_vs_worst(read_jsonl(Path(args.judgments_dir) / JUDGMENTS), margin=args.pairs_margin,
@@ -46,12 +46,12 @@ def run(args: PairArgs) -> dict | None:
         rows = []
         for p in pairs:
             pair = data[p["prompt_id"]]
-            rows.append({**p, "image": pair["image"], "query": pair["query"], "label": pair["label"],
+            rows.append({**p, "image": pair["image"], "query": pair["query"], "label": pair.get("label"),
                          "chosen": texts[(p["prompt_id"], p["chosen_idx"])],
                          "rejected": texts[(p["prompt_id"], p["rejected_idx"])]})
         write_jsonl(folder / PAIRS, rows)
         stats = {"pairs": len(rows), "prompts": len({k[0] for k in texts}),
-                 "by_label": dict(Counter(r["label"] for r in rows)),
+                 "by_label": dict(Counter(r["label"] or "unlabelled" for r in rows)),
                  "teaches_before_balance": dict(before) if args.pairs_balance else None,
                  "mean_margin": round(sum(r["chosen_reward"] - r["rejected_reward"] for r in rows) / len(rows), 6)
                  if rows else None}

@@ -213,3 +213,45 @@ def split_combinations(seed: int, heldout_fraction: float = 0.2) -> tuple[list[C
                 and 2 <= unsafe_out <= n_heldout - 2):
             return train, sorted(heldout, key=lambda c: c.key)
     raise RuntimeError("no held-out split satisfies the constraints; lower heldout_fraction")
+
+
+def split_rl_combinations(train: list[Combination], heldout: list[Combination], seed: int,
+                          rl_fraction: float) -> tuple[list[Combination], list[Combination]]:
+    """Seeded (SFT, RL) split of the training combinations: RL ones become prompts only (no label, no chain).
+
+    Stratified by label (round(n * rl_fraction) of each). Taken greedily in a seeded order, a combination moves to
+    RL only while SFT keeps every hazard x intent cell of training (through two objects for a cell that has a
+    held-out combination, the promise split_combinations makes) and every object. 0 returns (train, []) untouched.
+    """
+    if not 0.0 <= rl_fraction < 1.0:
+        raise ValueError(f"rl_fraction must be in [0, 1); got {rl_fraction}")
+    if rl_fraction == 0.0:
+        return list(train), []
+    held_cells = {(c.obj.hazard, c.intent) for c in heldout}
+    cells: dict[tuple[str, str], int] = {}
+    objects: dict[str, int] = {}
+    for c in train:
+        cells[(c.obj.hazard, c.intent)] = cells.get((c.obj.hazard, c.intent), 0) + 1
+        objects[c.obj.name] = objects.get(c.obj.name, 0) + 1
+    rng = random.Random(f"{seed}:rl")
+    rl: list[Combination] = []
+    for label in ("unsafe", "benign"):
+        candidates = sorted((c for c in train if combination_risk(c.obj, c.intent)[0] == label), key=lambda c: c.key)
+        need = round(len(candidates) * rl_fraction)
+        rng.shuffle(candidates)
+        taken = 0
+        for c in candidates:
+            if taken == need:
+                break
+            cell = (c.obj.hazard, c.intent)
+            if cells[cell] > (2 if cell in held_cells else 1) and objects[c.obj.name] > 1:
+                cells[cell] -= 1
+                objects[c.obj.name] -= 1
+                rl.append(c)
+                taken += 1
+        if taken < need:
+            raise ValueError(f"only {taken} of the {need} {label} training combinations asked for (rl_fraction "
+                             f"{rl_fraction}, seed {seed}) can be RL prompts while SFT keeps every hazard x intent "
+                             "cell; lower the RL fraction")
+    keys = {c.key for c in rl}
+    return [c for c in train if c.key not in keys], sorted(rl, key=lambda c: c.key)
