@@ -167,6 +167,12 @@ class BuildArgs(StepArgs):
     build_world_counterfactuals: int = _help("World source: text-only chains about made-up objects per hazard x "
                                              "intent cell, mixed into SFT (object names that carry no information "
                                              "teach the combined reading by hazard).", default=0)
+    build_world_mrd: int = _help("World source: scenes per SFT combination (never an RL or held-out one) whose DREAM "
+                                 "judge tasks the world's teacher answers, mixed into SFT in the judge's own prompts "
+                                 "and answer formats: the three MRD passes, verification (true and corrupted "
+                                 "observations), the global score and the observation score of the training chain and "
+                                 "of a corrupted response. Text-only rows, the same for many combinations, are kept "
+                                 "this many times each. 0 = none (the SFT mix as before).", default=0)
     build_max_text_chars: int = _help("Quarantine a row whose query, reference_answer or safety_warning is longer "
                                       "than this many characters (0 = no cap): a first check that needs no "
                                       "tokenizer. Text is never cut.", default=20_000)
@@ -200,7 +206,7 @@ class BuildArgs(StepArgs):
         if self.build_world_rl_fraction >= 1:
             raise ValueError("build_world_rl_fraction must be < 1: SFT needs training combinations with chains; got "
                              f"{self.build_world_rl_fraction}")
-        for name in ("build_world_captions", "build_world_counterfactuals"):
+        for name in ("build_world_captions", "build_world_counterfactuals", "build_world_mrd"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
             if getattr(self, name) and self.build_source != "world":
@@ -244,8 +250,20 @@ class SampleArgs(StepArgs):
         "Which prompts to sample on: 'auto' (the data folder's RL prompts, rl_prompts.jsonl, when it has any, else "
         "the SFT training prompts), 'rl' (the RL prompts; an error when there are none) or 'train' (the SFT prompts, "
         "which the policy was trained on with their chains: an ablation).", default="auto")
+    sample_mode: Literal["whole", "branched"] = _help(
+        "'whole' (K independent responses per prompt) or 'branched' (SRPO's step-level paths: one response per "
+        "prompt, cut just before its sample_branch_step line, then K continuations of that prefix, so the pairs "
+        "differ from that step on; a prompt whose response is no parseable chain up to that step is sampled whole, "
+        "and counted in the manifest).", default="whole")
+    sample_branch_step: Literal["text", "combined", "risk", "consequences", "strategy", "answer"] = _help(
+        "branched: the chain step (srpo.chain.STEPS) the K continuations start at; the shared prefix is the steps "
+        "before it.", default="combined")
 
     def __post_init__(self):
+        if self.sample_branch_step == "visual":
+            raise ValueError("sample_branch_step 'visual' is the chain's first step: continuations from an empty "
+                             "prefix are whole-chain samples; use sample_mode: whole, or branch at a later step "
+                             "(text, combined, risk, consequences, strategy, answer)")
         check_choices(self)
         if self.sample_k < 2:
             raise ValueError(f"sample_k must be >= 2 to form preference pairs; got {self.sample_k}")

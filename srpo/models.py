@@ -87,22 +87,26 @@ def assistant_message(text: str) -> list[dict]:
 
 def generate(model, processor, prompts: list[tuple[str, object]], *, max_new_tokens: int, k: int = 1,
              do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-             batch_size: int | None = None) -> list[list[str]]:
+             batch_size: int | None = None, prefixes: list[str] | None = None) -> list[list[str]]:
     """Batched generation: one left-padded forward per batch of prompts (all of them when batch_size is None), K
     sequences each (KV cache on). Every batch starts from `seed`.
 
-    prompts: (query, PIL image or None). Returns K texts per prompt, in order.
+    prompts: (query, PIL image or None). prefixes: per prompt, the start of the assistant's answer, which the K texts
+    continue ("" for none); the returned texts are the continuations alone. Returns K texts per prompt, in order.
     """
     if batch_size and len(prompts) > batch_size:
         return [texts for i in range(0, len(prompts), batch_size)
                 for texts in generate(model, processor, prompts[i:i + batch_size], max_new_tokens=max_new_tokens,
-                                      k=k, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed)]
+                                      k=k, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
+                                      prefixes=prefixes[i:i + batch_size] if prefixes is not None else None)]
     import torch
 
     tok = processor.tokenizer
     tok.padding_side = "left"
     texts = [processor.apply_chat_template(user_message(q, img is not None), add_generation_prompt=True,
                                            tokenize=False) for q, img in prompts]
+    if prefixes is not None:
+        texts = [text + prefix for text, prefix in zip(texts, prefixes, strict=True)]
     images = [img for _, img in prompts if img is not None]
     inputs = processor(text=texts, images=images or None, return_tensors="pt", padding=True)
     inputs = {k_: v.to(model.device) for k_, v in inputs.items()}

@@ -7,7 +7,8 @@ The prompt text is the processor's chat template with the image placeholder, exa
 `generate`, and the image goes in as vLLM multi-modal data. Every prompt gets its own seed (the batch seed plus its
 position), so a rerun — or a resumed or sharded one — draws the same samples. An adapter (LoRA) policy is merged
 into its base once, into `<step>/.merged/` (vLLM loads full weights; safetensors only), and removed with the step's
-resume files.
+resume files. Branched sampling (sample_mode: branched) continues a prefix as the HF path does: the prefix is appended
+to the prompt text.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ class VLLMSampler:
                        trust_remote_code=trust_remote_code, limit_mm_per_prompt={"image": 1})
 
     def generate(self, prompts: list[tuple[str, object]], *, max_new_tokens: int, k: int, temperature: float,
-                 top_p: float, seed: int) -> list[list[str]]:
-        """K texts per (query, PIL image or None) prompt, in order."""
+                 top_p: float, seed: int, prefixes: list[str] | None = None) -> list[list[str]]:
+        """K texts per (query, PIL image or None) prompt, in order; with prefixes, the continuations of each prompt's
+        prefix (the start of the assistant's answer), as in srpo.models.generate."""
         from vllm import SamplingParams
 
         from srpo.models import user_message
@@ -41,6 +43,7 @@ class VLLMSampler:
         for i, (query, image) in enumerate(prompts):
             text = self.processor.apply_chat_template(user_message(query, image is not None),
                                                       add_generation_prompt=True, tokenize=False)
+            text += prefixes[i] if prefixes is not None else ""
             requests.append({"prompt": text, **({"multi_modal_data": {"image": image}} if image is not None else {})})
             params.append(SamplingParams(n=k, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
                                          seed=seed * 1000 + i))

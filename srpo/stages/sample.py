@@ -12,6 +12,12 @@ train) and how many of each the folder had.
 Writes <step>/samples.jsonl ({prompt_id, sample_idx, response}). Batches are generated one at a time and appended to
 a part file per process (srpo/sharding.py): a killed run resumes after the last complete batch, and because every
 batch has its own seed the result equals an uninterrupted run, with any number of processes.
+
+sample_mode: branched (SRPO's step-level paths; docs/judges.md, "Step-level pairs"): per prompt one response is drawn
+with the batch seed and cut just before its sample_branch_step line; the K responses are that prefix plus K
+continuations of it, drawn from (prompt + prefix) with a second seed of the same batch. A prompt whose first response
+is no chain up to that step is sampled whole (prefix ""). Rows add branched, branch_step, branch_prefix,
+branch_fallback (why a prompt was sampled whole) and prefix_tokens_kept; the manifest counts both kinds of prompt.
 """
 
 from __future__ import annotations
@@ -26,6 +32,76 @@ from srpo.steps import StepRun, append_batches, model_input
 
 def batch_seed(seed: int, batch_index: int) -> int:
     return seed * 100_003 + batch_index
+
+
+def continuation_seed(seed: int, batch_index: int) -> int:
+    """The seed of a batch's K continuations (branched): its own stream, a function of the global batch alone."""
+    import hashlib
+
+    return int(hashlib.sha256(repr(("branch", seed, batch_index)).encode()).hexdigest()[:8], 16)
+
+
+def branch_prefix(response: str, step: str) -> tuple[str | None, str | None]:
+    """(prefix, None): the response up to the start of its first `step` line, when what comes before is exactly the
+    chain's steps before `step`, in order and well formed; else (None, why)."""
+    import re
+
+    from srpo.chain import STEPS, parse_chain
+
+    keys = [key for key, _ in STEPS]
+    starts_step = re.compile(rf"\s*{dict(STEPS)[step]}\s*:", re.IGNORECASE)
+    offset = 0
+    for line in response.splitlines(keepends=True):
+        if starts_step.match(line):
+            prefix = response[:offset]
+            parsed = parse_chain(prefix)
+            problems = [e for e in parsed.errors if not e.startswith("missing step(s)")]
+            if list(parsed.fields) != keys[:keys.index(step)] or problems:
+                return None, "not_a_chain_before_step"
+            return prefix, None
+        offset += len(line)
+    return None, "no_step_line"
+
+
+def keeps_prefix_tokens(tokenizer, prefix: str, response: str) -> bool:
+    """Whether the response's tokens start with the prefix's own: then DPO's log-probabilities of the shared prefix
+    are the same in every sample of the prompt and cancel between chosen and rejected."""
+    head = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    return tokenizer(response, add_special_tokens=False)["input_ids"][:len(head)] == head
+
+
+def branched_rows(args: SampleArgs, b: int, batch: list[dict], inputs: list, gen, tokenizer) -> list[dict]:
+    """One batch of branched sampling: a first response per prompt, its prefix, K continuations of it."""
+    budget = dict(max_new_tokens=args.sample_max_new_tokens, temperature=args.sample_temperature,
+                  top_p=args.sample_top_p)
+    first = gen(inputs, k=1, seed=batch_seed(args.seed, b), **budget)
+    cuts = [branch_prefix(texts[0], args.sample_branch_step) for texts in first]
+    prefixes = [prefix or "" for prefix, _ in cuts]
+    texts = gen(inputs, k=args.sample_k, seed=continuation_seed(args.seed, b), prefixes=prefixes, **budget)
+    rows = []
+    for p, (prefix, why), ks in zip(batch, cuts, texts, strict=True):
+        for k, continuation in enumerate(ks):
+            # The continuation is stripped, so it starts at a non-space character right after the prefix's line
+            # break, where the usual BPE pre-tokenizers always split (prefix_tokens_kept checks it for this one).
+            response = (prefix or "") + continuation
+            rows.append({"prompt_id": p["id"], "sample_idx": k, "response": response, "branched": prefix is not None,
+                         "branch_step": args.sample_branch_step if prefix is not None else None,
+                         "branch_prefix": prefix or "", "branch_fallback": why,
+                         "prefix_tokens_kept": keeps_prefix_tokens(tokenizer, prefix, response)
+                         if prefix is not None else None})
+    return rows
+
+
+def branch_stats(rows: list[dict], step: str) -> dict:
+    from collections import Counter
+
+    first = {r["prompt_id"]: r for r in rows if r["sample_idx"] == 0}.values()
+    reasons = Counter(r["branch_fallback"] for r in first if not r["branched"])
+    return {"sample_mode": "branched", "branch_step": step,
+            "branched_prompts": sum(r["branched"] for r in first),
+            "fallback_prompts": sum(not r["branched"] for r in first),
+            "fallback_reasons": dict(sorted(reasons.items())),
+            "prefix_token_mismatches": sum(r["prefix_tokens_kept"] is False for r in rows)}
 
 
 def prompts_of(data_dir: Path, split: str) -> list[dict]:
@@ -86,15 +162,18 @@ def _sample(args: SampleArgs, step: StepRun, shard: ShardedGeneration) -> dict |
     if todo:
         if args.sample_backend == "vllm":
             sampler = VLLMSampler(args.policy_dir, step.folder)
-            gen = sampler.generate
+            gen, tokenizer = sampler.generate, sampler.processor.tokenizer
         else:
             model, processor = load_policy(args.policy_dir)
             model.to(inference_device()).eval()
+            tokenizer = processor.tokenizer
 
             def gen(prompts, **kw):
                 return generate(model, processor, prompts, do_sample=True, **kw)
         def produce(numbered):
             b, batch = numbered
+            if args.sample_mode == "branched":
+                return branched_rows(args, b, batch, pair_inputs(data_dir, batch), gen, tokenizer)
             texts = gen(pair_inputs(data_dir, batch), max_new_tokens=args.sample_max_new_tokens, k=args.sample_k,
                         temperature=args.sample_temperature, top_p=args.sample_top_p, seed=batch_seed(args.seed, b))
             return [{"prompt_id": p["id"], "sample_idx": k, "response": t}
@@ -104,9 +183,11 @@ def _sample(args: SampleArgs, step: StepRun, shard: ShardedGeneration) -> dict |
     position = {p["id"]: i for i, p in enumerate(prompts)}
     rows = shard.merge(out_path, key=lambda r: (r["prompt_id"], r["sample_idx"]),
                        order=lambda r: (position[r["prompt_id"]], r["sample_idx"]))
-    manifest = step.finish([SAMPLES], {"prompts": len(prompts), "samples": len(rows), "k": args.sample_k,
-                                       "prompt_set": prompt_set, "prompts_available": available,
-                                       "processes": shard.world, "backend": args.sample_backend})
+    stats = {"prompts": len(prompts), "samples": len(rows), "k": args.sample_k, "prompt_set": prompt_set,
+             "prompts_available": available, "processes": shard.world, "backend": args.sample_backend}
+    if args.sample_mode == "branched" and shard.rank == 0:
+        stats.update(branch_stats(rows, args.sample_branch_step))
+    manifest = step.finish([SAMPLES], stats)
     shard.cleanup()
     if shard.rank == 0 and args.sample_backend == "vllm":
         import shutil
