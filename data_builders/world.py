@@ -110,7 +110,7 @@ def nonce_names(n: int, seed: int) -> list[str]:
 
 
 def world_sft_mix(image_dir: Path, seed: int = 0, captions_per_object: int = 0,
-                  counterfactuals_per_cell: int = 0) -> list[dict]:
+                  counterfactuals_per_cell: int = 0, mrd_scenes: int = 0, rl_fraction: float = 0.0) -> list[dict]:
     """Extra SFT rows the world's teacher adds beside the chains ({id, query, image, completion, kind}).
 
     captions: "What is in this picture?" -> "A knife." over fresh scenes of every object, the base model's own task
@@ -121,6 +121,8 @@ def world_sft_mix(image_dir: Path, seed: int = 0, captions_per_object: int = 0,
       from hazard x intent, which is what has to carry over to held-out object x intent combinations. Only the
       hazard x intent cells that training combinations already teach are used (all of them, by the split's
       construction), and no real object appears, so no held-out combination leaks in.
+    DREAM's own tasks (`world_mrd_rows`): the judge's prompts answered by the teacher for SFT combinations only (the
+      training combinations less the RL ones of `rl_fraction`).
     """
     from srpo.chain import RiskChain
     from srpo.world import teacher
@@ -157,4 +159,57 @@ def world_sft_mix(image_dir: Path, seed: int = 0, captions_per_object: int = 0,
             rows.append({"id": f"world-cf-{obj.name}-{intent}", "image": None, "kind": "counterfactual",
                          "query": f"{INTENTS[intent][0]} The picture shows a {obj.name}; it is {said}.",
                          "completion": chain.render()})
+    return rows + world_mrd_rows(image_dir, seed, mrd_scenes, rl_fraction)
+
+
+def world_mrd_rows(image_dir: Path, seed: int, scenes: int, rl_fraction: float = 0.0) -> list[dict]:
+    """SFT rows that teach the policy the DREAM judge's own tasks, in the judge's exact prompts and answer formats.
+
+    For each SFT combination (never an RL or held-out one) and each of `scenes` fresh scenes: the image-only and joint
+    MRD passes, and the global score of the training chain and of one corrupted response (srpo/world/teacher.py)
+    against the risk context the correct passes give. Text-only rows (the text-only pass, verification, the
+    observation score) do not look at the scene, so the same row comes from many combinations: each distinct one is
+    kept `scenes` times at most. Kinds are `dream_<request kind>` (`dream_mrd_image`, ..., `dream_observation`).
+    0 scenes: no rows.
+    """
+    from srpo import dream_prompts as dp
+    from srpo.world import teacher
+
+    if not scenes:
+        return []
+    train, heldout = split_combinations(seed)
+    sft, _ = split_rl_combinations(train, heldout, seed, rl_fraction)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    copies: dict[tuple[str, str], int] = {}
+
+    def add(kind: str, rid: str, prompt: str, image: str | None, completion: str) -> None:
+        text = dp.ask_text(prompt)
+        if image is None:  # text-only: the same row from another combination is a copy
+            copies[(text, completion)] = copies.get((text, completion), 0) + 1
+            if copies[(text, completion)] > scenes:
+                return
+        rows.append({"id": f"world-mrd-{rid}-{kind}", "query": text, "image": image, "completion": completion,
+                     "kind": f"dream_{kind}"})
+
+    for combo in sft:
+        found = teacher.world_observations(combo.obj, combo.intent)
+        # The risk context the judge would build from correct passes: the passes' observations united, in pass order.
+        context = list({o.key: o for name in dp.PASSES for o in found[name]}.values())
+        for s in range(scenes):
+            name = f"mrd-{combo.key}-{s}"
+            render_scene(combo.obj, seed=hash_seed(seed, "mrd", combo.key, s)).save(image_dir / f"{name}.png")
+            image, rid = f"images/{name}.png", f"{combo.key}-{s}"
+            item = {"query": combo.query, "image_path": image}
+            for pass_name in dp.PASSES:
+                add(f"mrd_{pass_name}", rid, dp.mrd_prompt(pass_name, item), None if pass_name == "text" else image,
+                    dp.observations_answer(found[pass_name]))
+            for i, (obs, harmful) in enumerate(teacher.verification_answers(combo.obj, combo.intent)):
+                add("verify", f"{rid}-{i}", dp.verify_prompt(obs), None, dp.yes_no_answer("HARMFUL", harmful))
+            for kind, response, score, recognised in teacher.world_responses(combo.obj, combo.intent, s):
+                add("global", f"{rid}-{kind}", dp.global_prompt(item, context, response), image,
+                    dp.score_answer(score))
+                for i, obs in enumerate(context):
+                    add("observation", f"{rid}-{kind}-{i}", dp.observation_prompt(item, obs, response), None,
+                        dp.yes_no_answer("RECOGNISED", recognised))
     return rows

@@ -312,7 +312,7 @@ def test_dream_imports_only_core_modules_and_judges():
 
     graph = import_graph()
     core = ("srpo", "srpo.schema", "srpo.chain", "srpo.runfolder", "srpo.steps", "srpo.configs", "srpo.clients",
-            "srpo.cache", "srpo.refusal", "srpo.pairing")
+            "srpo.cache", "srpo.refusal", "srpo.pairing", "srpo.dream_prompts")
     for mod in reachable(graph, "srpo.judges.dream"):
         assert mod in core or mod.startswith(("srpo.clients.", "srpo.judges.")), mod
     assert "srpo.judges.rule" not in reachable(graph, "srpo.judges.dream")  # the oracle judge reads labels

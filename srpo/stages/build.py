@@ -528,7 +528,8 @@ def run(args: BuildArgs) -> dict | None:
             from data_builders.world import world_sft_mix
 
             mix = world_sft_mix(folder / IMAGES, seed=args.seed, captions_per_object=args.build_world_captions,
-                                counterfactuals_per_cell=args.build_world_counterfactuals)
+                                counterfactuals_per_cell=args.build_world_counterfactuals,
+                                mrd_scenes=args.build_world_mrd, rl_fraction=args.build_world_rl_fraction)
         write_jsonl(folder / SFT_MIX, mix)
         write_jsonl(folder / QUARANTINE, quarantined + rl_quarantined)
         outputs = [PAIRS, SFT_MIX, QUARANTINE, FAILED, IMAGES]
