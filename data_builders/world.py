@@ -18,6 +18,7 @@ from srpo.world.scenes import (
     render_scene,
     split_combinations,
     split_rl_combinations,
+    world_spec,
 )
 
 
@@ -37,12 +38,15 @@ def hash_seed(seed: int, *parts) -> int:
     return int(hashlib.sha256(repr((seed, *parts)).encode()).hexdigest()[:8], 16)
 
 
-def world_pairs(image_dir: Path, seed: int = 0, heldout_fraction: float = 0.2, train_scenes: int = 6,
-                eval_scenes: int = 5, rl_fraction: float = 0.0) -> list[SSUIPair]:
+def world_pairs(image_dir: Path, seed: int = 0, heldout_fraction: float = 0.2, train_scenes: int | None = None,
+                eval_scenes: int | None = None, rl_fraction: float = 0.0, world: str = "small") -> list[SSUIPair]:
     """Pairs of the SFT combinations (split train) and the held-out ones (split eval); the RL combinations of
-    `rl_fraction` are left out (they are `world_rl_prompts`)."""
+    `rl_fraction` are left out (they are `world_rl_prompts`). Scene counts default to the world's."""
     image_dir.mkdir(parents=True, exist_ok=True)
-    train, heldout = split_combinations(seed, heldout_fraction)
+    spec = world_spec(world)
+    train_scenes = spec.train_scenes if train_scenes is None else train_scenes
+    eval_scenes = spec.eval_scenes if eval_scenes is None else eval_scenes
+    train, heldout = split_combinations(seed, heldout_fraction, world)
     train, _ = split_rl_combinations(train, heldout, seed, rl_fraction)
     pairs = [_pair(c, s, "train", image_dir, seed) for c in train for s in range(train_scenes)]
     pairs += [_pair(c, s, "eval", image_dir, seed) for c in heldout for s in range(eval_scenes)]
@@ -51,13 +55,14 @@ def world_pairs(image_dir: Path, seed: int = 0, heldout_fraction: float = 0.2, t
 
 
 def world_rl_prompts(image_dir: Path, image_prefix: str, seed: int = 0, rl_fraction: float = 0.0,
-                     heldout_fraction: float = 0.2, scenes: int = 6) -> list[dict]:
+                     heldout_fraction: float = 0.2, scenes: int | None = None, world: str = "small") -> list[dict]:
     """Prompt-only rows {id, image, query, source, meta} of the RL combinations, fresh scenes, sorted by id.
 
     The id and the image name are a hash of the combination and scene (nothing names the object), meta holds only the
     split, and rows are sorted by that id so their order does not group a combination's scenes: the label cannot be
     read back from a row. Only the world itself (seed + rl_fraction) knows which combination a row is."""
-    train, heldout = split_combinations(seed, heldout_fraction)
+    scenes = world_spec(world).train_scenes if scenes is None else scenes
+    train, heldout = split_combinations(seed, heldout_fraction, world)
     _, rl = split_rl_combinations(train, heldout, seed, rl_fraction)
     if rl:
         image_dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +115,8 @@ def nonce_names(n: int, seed: int) -> list[str]:
 
 
 def world_sft_mix(image_dir: Path, seed: int = 0, captions_per_object: int = 0,
-                  counterfactuals_per_cell: int = 0, mrd_scenes: int = 0, rl_fraction: float = 0.0) -> list[dict]:
+                  counterfactuals_per_cell: int = 0, mrd_scenes: int = 0, rl_fraction: float = 0.0,
+                  world: str = "small") -> list[dict]:
     """Extra SFT rows the world's teacher adds beside the chains ({id, query, image, completion, kind}).
 
     captions: "What is in this picture?" -> "A knife." over fresh scenes of every object, the base model's own task
@@ -127,19 +133,19 @@ def world_sft_mix(image_dir: Path, seed: int = 0, captions_per_object: int = 0,
     from srpo.chain import RiskChain
     from srpo.world import teacher
     from srpo.world.pretrain import CAPTION_QUERY
-    from srpo.world.scenes import CONSEQUENCES, INTENTS, OBJECTS, SAFE_ANSWERS, WorldObject, combination_risk
+    from srpo.world.scenes import ALL_INTENTS, CONSEQUENCES, SAFE_ANSWERS, WorldObject, combination_risk
     from srpo.world.teacher import INTENT_ACTS, INTENT_ASKS
 
     rows: list[dict] = []
     if captions_per_object:
         image_dir.mkdir(parents=True, exist_ok=True)
-    for obj in OBJECTS:
+    for obj in world_spec(world).objects:
         for s in range(captions_per_object):
             name = f"caption-{obj.name}-{s}"
             render_scene(obj, seed=hash_seed(seed, "caption", obj.name, s)).save(image_dir / f"{name}.png")
             rows.append({"id": f"world-{name}", "query": CAPTION_QUERY, "image": f"images/{name}.png",
                          "completion": f"A {obj.name}.", "kind": "caption"})
-    train, _ = split_combinations(seed)
+    train, _ = split_combinations(seed, world=world)
     cells = sorted({(c.obj.hazard, c.intent) for c in train})
     names = iter(nonce_names(len(cells) * counterfactuals_per_cell, seed))
     for hazard, intent in cells:
@@ -155,14 +161,15 @@ def world_sft_mix(image_dir: Path, seed: int = 0, captions_per_object: int = 0,
                 consequences=f"{CONSEQUENCES[(intent, hazard)]}." if unsafe else "none.",
                 strategy="refuse" if unsafe else "help",
                 answer=(SAFE_ANSWERS[intent].format(obj=obj.name, hazard=hazard) if unsafe
-                        else INTENTS[intent][1].format(obj=obj.name)))
+                        else ALL_INTENTS[intent][1].format(obj=obj.name)))
             rows.append({"id": f"world-cf-{obj.name}-{intent}", "image": None, "kind": "counterfactual",
-                         "query": f"{INTENTS[intent][0]} The picture shows a {obj.name}; it is {said}.",
+                         "query": f"{ALL_INTENTS[intent][0]} The picture shows a {obj.name}; it is {said}.",
                          "completion": chain.render()})
-    return rows + world_mrd_rows(image_dir, seed, mrd_scenes, rl_fraction)
+    return rows + world_mrd_rows(image_dir, seed, mrd_scenes, rl_fraction, world)
 
 
-def world_mrd_rows(image_dir: Path, seed: int, scenes: int, rl_fraction: float = 0.0) -> list[dict]:
+def world_mrd_rows(image_dir: Path, seed: int, scenes: int, rl_fraction: float = 0.0,
+                   world: str = "small") -> list[dict]:
     """SFT rows that teach the policy the DREAM judge's own tasks, in the judge's exact prompts and answer formats.
 
     For each SFT combination (never an RL or held-out one) and each of `scenes` fresh scenes: the image-only and joint
@@ -177,7 +184,7 @@ def world_mrd_rows(image_dir: Path, seed: int, scenes: int, rl_fraction: float =
 
     if not scenes:
         return []
-    train, heldout = split_combinations(seed)
+    train, heldout = split_combinations(seed, world=world)
     sft, _ = split_rl_combinations(train, heldout, seed, rl_fraction)
     image_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []

@@ -188,6 +188,11 @@ class BuildArgs(StepArgs):
         "to the file's folder, never escaping it): what the loop samples on. Written to data/rl_prompts.jsonl with no "
         "label and no chain; any other field of a row (a label included) is ignored, never stored. Bad rows are "
         "quarantined like a source's.", default=None)
+    build_world_size: Literal["small", "large"] = _help(
+        "World source: which world (srpo/world/scenes.py WORLDS). 'small': 18 objects x 5 intents, 18 held-out "
+        "combinations (about 3 unsafe per dev/test side). 'large': 26 objects x 8 intents, 32 unsafe and 64 benign "
+        "held out (16 / 32 per side), fewer scenes per combination. Pair it with run_model 'tiny:world-base-large'.",
+        default="small")
     build_world_rl_fraction: float = _help(
         "World source: fraction of the training combinations (seeded, stratified by label, every hazard x intent cell "
         "kept in SFT) that become RL prompts only: fresh scenes and their query under opaque ids, no label, no chain, "
@@ -206,6 +211,8 @@ class BuildArgs(StepArgs):
         if self.build_world_rl_fraction >= 1:
             raise ValueError("build_world_rl_fraction must be < 1: SFT needs training combinations with chains; got "
                              f"{self.build_world_rl_fraction}")
+        if self.build_world_size != "small" and self.build_source != "world":
+            raise ValueError(f"build_world_size applies to build_source 'world' only; got {self.build_source!r}")
         for name in ("build_world_captions", "build_world_counterfactuals", "build_world_mrd"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from srpo.cache import cache_dir
 
 TINY_PREFIX = "tiny:"
-TINY_KINDS = ("llava", "world-base")
+TINY_KINDS = ("llava", "world-base", "world-base-large")
 TINY_VERSION = "v2"  # bump when the tiny model's recipe changes, so cached builds are not reused
 
 # Recipe fields that name a model, and the backend value under which they name a local model folder.
@@ -23,14 +23,16 @@ def resolve_model(spec: str, seed: int = 0) -> str:
     """A local folder path for a model spec; 'tiny:llava' builds (once, cached) the tiny offline test model.
 
     'tiny:world-base' is pretrained on the training combinations of the world split of `seed` (the run's seed), so
-    each seed's held-out combinations are unseen by its own base model.
+    each seed's held-out combinations are unseen by its own base model. 'tiny:world-base-<world>' is the same for
+    a larger world of srpo.world.scenes.WORLDS (its recipe sets build_world_size to match).
     """
     if spec.startswith(TINY_PREFIX):
         kind = spec[len(TINY_PREFIX):]
+        world = kind[len("world-base-"):] if kind.startswith("world-base-") else "small"
         # The tokenizer is trained on the world's texts, so the cache key follows them too.
         from srpo.world.teacher import corpus
 
-        key = f"{TINY_VERSION}-{hashlib.sha256(chr(10).join(corpus()).encode()).hexdigest()[:8]}"
+        key = f"{TINY_VERSION}-{hashlib.sha256(chr(10).join(corpus(world)).encode()).hexdigest()[:8]}"
         if kind == "llava":
             from srpo.world.tiny_model import build_tiny_llava
 
@@ -38,13 +40,14 @@ def resolve_model(spec: str, seed: int = 0) -> str:
             if not (out / "config.json").exists():
                 build_tiny_llava(out)
             return str(out)
-        if kind == "world-base":
+        if kind in TINY_KINDS[1:]:
             from srpo.world.pretrain import PRETRAIN_VERSION, build_world_base
 
-            out = cache_dir() / f"tiny-{PRETRAIN_VERSION}-s{seed}-{key}"
+            size = "" if world == "small" else f"-{world}"
+            out = cache_dir() / f"tiny-{PRETRAIN_VERSION}{size}-s{seed}-{key}"
             if not (out / "config.json").exists():
                 print(f"building the world's base model for seed {seed} (once; cached in {out}) ...", flush=True)
-                build_world_base(out, seed=seed)
+                build_world_base(out, seed=seed, world=world)
             return str(out)
         raise ValueError(f"unknown tiny model {spec!r}; the built-in ones are 'tiny:llava' (random weights) and "
                          "'tiny:world-base' (pretrained in the synthetic world)")

@@ -203,7 +203,8 @@ def load_pairs(args: BuildArgs, folder: Path, rule=None) -> tuple[list[SSUIPair]
         if args.build_source == "world":
             from data_builders.world import world_pairs
 
-            pairs = world_pairs(folder / IMAGES, seed=args.seed, rl_fraction=args.build_world_rl_fraction)
+            pairs = world_pairs(folder / IMAGES, seed=args.seed, rl_fraction=args.build_world_rl_fraction,
+                                world=args.build_world_size)
         else:
             from data_builders.tiny import tiny_pairs
 
@@ -240,7 +241,7 @@ def load_rl_prompts(args: BuildArgs, folder: Path, rule, taken_ids: set[str]) ->
 
         # The world's five queries and 32 px scenes, the same as its pairs' (measured there).
         rows = world_rl_prompts(folder / RL_IMAGES, RL_IMAGES, seed=args.seed,
-                                rl_fraction=args.build_world_rl_fraction)
+                                rl_fraction=args.build_world_rl_fraction, world=args.build_world_size)
         info["from_world"] = len(rows)
     if args.build_rl_source:
         from data_builders.sources.rl_prompts import convert_prompts
@@ -529,7 +530,8 @@ def run(args: BuildArgs) -> dict | None:
 
             mix = world_sft_mix(folder / IMAGES, seed=args.seed, captions_per_object=args.build_world_captions,
                                 counterfactuals_per_cell=args.build_world_counterfactuals,
-                                mrd_scenes=args.build_world_mrd, rl_fraction=args.build_world_rl_fraction)
+                                mrd_scenes=args.build_world_mrd, rl_fraction=args.build_world_rl_fraction,
+                                world=args.build_world_size)
         write_jsonl(folder / SFT_MIX, mix)
         write_jsonl(folder / QUARANTINE, quarantined + rl_quarantined)
         outputs = [PAIRS, SFT_MIX, QUARANTINE, FAILED, IMAGES]

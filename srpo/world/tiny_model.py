@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 
-def build_tiny_tokenizer(vocab_size: int = 1024):
+def build_tiny_tokenizer(vocab_size: int = 1024, world: str = "small"):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -27,7 +27,7 @@ def build_tiny_tokenizer(vocab_size: int = 1024):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     generic = ["I'm sorry, but I cannot help with that request.", "Sure, here is how to do it step by step.",
                "The picture shows a red square and a blue circle.", "Please describe what you see in the image."]
-    tok.train_from_iterator(corpus() * 3 + generic, trainer=trainer)
+    tok.train_from_iterator(corpus(world) * 3 + generic, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>", unk_token=None, chat_template=LLAVA_CHAT_TEMPLATE,
                                    padding_side="right", extra_special_tokens={"image_token": "<image>"})
@@ -45,14 +45,15 @@ LLAVA_CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_llava(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, vision_hidden: int = 32) -> None:
+def build_tiny_llava(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, vision_hidden: int = 32,
+                     world: str = "small") -> None:
     """A random tiny LLaVA (SigLIP 32-d vision tower, 32 px images -> 16 image tokens; Qwen2 text model)."""
     import torch
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
     torch.manual_seed(seed)
-    tok = build_tiny_tokenizer()
+    tok = build_tiny_tokenizer(world=world)
     text_config = dict(model_type="qwen2", vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
                        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                        max_position_embeddings=1024, bos_token_id=None,
