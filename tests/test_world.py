@@ -106,3 +106,46 @@ def test_self_judged_iteration_runs_with_the_rule_table_disabled(tiny_model, tmp
     p = pairs.run(PairArgs(run_dir=str(tmp_path), step="it/pairs", judgments_dir=str(tmp_path / "it/judgments"),
                            samples_dir=str(tmp_path / "it/samples"), data_dir=data))
     assert p["stats"]["pairs"] == 0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_large_world_holds_out_enough_for_dev_and_test_and_keeps_every_cell_trained(seed):
+    """The large world's promise: 16 unsafe and 32 benign held-out combinations per dev/test side, each a new
+    composition (its hazard x intent cell trained through two other objects), and a quarter of training still free
+    for RL prompts."""
+    from srpo.world.scenes import split_rl_combinations, world_spec
+
+    spec = world_spec("large")
+    train, heldout = split_combinations(seed, world="large")
+    assert (train, heldout) == split_combinations(seed, world="large")
+    assert len(train) + len(heldout) == len(all_combinations("large")) == len(spec.objects) * len(spec.intents)
+    labels = [combination_risk(c.obj, c.intent)[0] for c in heldout]
+    assert (labels.count("unsafe"), labels.count("benign")) == (32, 64)
+    for c in heldout:
+        assert sum((t.obj.hazard, t.intent) == (c.obj.hazard, c.intent) for t in train) >= 2, c.key
+    assert {c.obj.name for c in train} == {o.name for o in spec.objects}
+    sft, rl = split_rl_combinations(train, heldout, seed, 0.25)
+    assert len(rl) == 28 and {c.obj.name for c in sft} == {o.name for o in spec.objects}
+
+
+def test_large_world_dev_and_test_sides_have_enough_clusters(tmp_path):
+    from collections import Counter
+
+    from data_builders.world import world_pairs
+    from srpo.stages.build import assign_eval_splits
+
+    pairs = world_pairs(tmp_path, seed=0, world="large")
+    assign_eval_splits(pairs, seed=0, dev_fraction=0.5)
+    clusters = Counter((p.meta["eval_split"], p.label) for p in {p.meta["combination"]: p for p in pairs
+                                                                  if p.meta["split"] == "eval"}.values())
+    assert min(clusters["dev", "unsafe"], clusters["test", "unsafe"]) >= 15
+    assert min(clusters["dev", "benign"], clusters["test", "benign"]) >= 30
+
+
+def test_every_object_of_every_world_is_drawn_differently():
+    import numpy as np
+
+    from srpo.world.scenes import EXTRA_OBJECTS, render_scene
+
+    drawings = {np.asarray(render_scene(o, seed=0)).tobytes() for o in OBJECTS + EXTRA_OBJECTS}
+    assert len(drawings) == len(OBJECTS + EXTRA_OBJECTS)
