@@ -44,12 +44,12 @@ def resolve_model(spec: str, seed: int = 0) -> str:
             from srpo.world.pretrain import PRETRAIN_VERSION, build_world_base
             from srpo.world.scenes import world_spec
 
-            steps = world_spec(world).pretrain_steps
-            size = "" if world == "small" else f"-{world}{steps}"
+            spec = world_spec(world)
+            size = "" if world == "small" else f"-{world}{spec.pretrain_steps}c{spec.caption_scenes}"
             out = cache_dir() / f"tiny-{PRETRAIN_VERSION}{size}-s{seed}-{key}"
             if not (out / "config.json").exists():
                 print(f"building the world's base model for seed {seed} (once; cached in {out}) ...", flush=True)
-                build_world_base(out, seed=seed, steps=steps, world=world)
+                build_world_base(out, seed=seed, steps=spec.pretrain_steps, world=world)
             return str(out)
         raise ValueError(f"unknown tiny model {spec!r}; the built-in ones are 'tiny:llava' (random weights) and "
                          "'tiny:world-base' (pretrained in the synthetic world)")

@@ -18,15 +18,17 @@ PRETRAIN_VERSION = "world-base-v5"  # bump when the world or this recipe changes
 CAPTION_QUERY = "What is in this picture?"
 
 
-def pretrain_examples(seed: int, scenes_per_object: int = 40, scenes_per_combo: int = 3,
+def pretrain_examples(seed: int, scenes_per_object: int | None = None, scenes_per_combo: int = 3,
                       world: str = "small") -> list[tuple]:
     """(object, scene seed, query, answer) of every pretraining example: captions of every object, and helpful answers
     for the *training* combinations only."""
     from srpo.world.scenes import ALL_INTENTS, split_combinations, world_spec
 
+    spec = world_spec(world)
+    scenes_per_object = spec.caption_scenes if scenes_per_object is None else scenes_per_object
     train, _ = split_combinations(seed, world=world)
     examples = []
-    for n, obj in enumerate(world_spec(world).objects):
+    for n, obj in enumerate(spec.objects):
         for s in range(scenes_per_object):
             examples.append((obj, 10_000 + 100 * n + s, CAPTION_QUERY, f"A {obj.name}."))
     for n, combo in enumerate(train):

@@ -124,6 +124,7 @@ class World:
     train_scenes: int = 6  # scenes per training combination (SFT pairs and RL prompts)
     eval_scenes: int = 5  # scenes per held-out combination
     pretrain_steps: int = 1200  # the base model's pretraining steps (batch 16)
+    caption_scenes: int = 40  # pretraining caption scenes per object
 
 
 WORLDS = {
