@@ -130,9 +130,10 @@ class World:
 WORLDS = {
     "small": World("small", OBJECTS, tuple(INTENTS)),
     # 26 objects x 8 intents = 208 combinations (80 unsafe): held out 32 unsafe / 64 benign, so dev and test get 16
-    # unsafe and 32 benign each. Fewer scenes per combination keep sampling and evaluation near the small world's cost.
+    # unsafe and 32 benign each. Fewer scenes per combination keep sampling and evaluation near the small world's cost;
+    # with almost half of every object's intents held out, captions carry the naming (docs/world.md, "Enlarging").
     "large": World("large", OBJECTS + EXTRA_OBJECTS, tuple(ALL_INTENTS), heldout_unsafe=32, heldout_benign=64,
-                   train_scenes=4, eval_scenes=3),
+                   train_scenes=4, eval_scenes=3, caption_scenes=100),
 }
 
 
