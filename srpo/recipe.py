@@ -141,6 +141,7 @@ def _check(path, overrides, preflight: bool, deepspeed: str | None, world_size: 
         except ValueError as e:
             problems.append(f"{name} [eval]: {e}")
     problems += _launch_problems(recipe, name, deepspeed, world_size)
+    problems += _world_problems(built, name)
     if preflight and not problems:
         problems += _preflight(recipe, built, name)
     return recipe, list(dict.fromkeys(problems))
@@ -201,6 +202,19 @@ def _launch_problems(recipe: dict, name: str, deepspeed: str | None, world_size:
                 problems += lc.check_deepspeed(deepspeed, world_size=nproc or 2, training=recipe[section],
                                                where=f"{name} [{section}]")
     return problems
+
+
+def _world_problems(built: dict, name: str) -> list[str]:
+    """A world base model pretrained on another world than the build's has seen the wrong combinations."""
+    run, build = built.get("run"), built.get("build")
+    if run is None or build is None or build.build_source != "world":
+        return []
+    world_base = {"tiny:world-base": "small", "tiny:world-base-large": "large"}.get(run.run_model)
+    if world_base and world_base != build.build_world_size:
+        want = "tiny:world-base" + ("" if build.build_world_size == "small" else f"-{build.build_world_size}")
+        return [f"{name}: run.run_model {run.run_model!r} is pretrained on the {world_base} world but "
+                f"build.build_world_size is {build.build_world_size!r}; use {want!r}"]
+    return []
 
 
 def _preflight(recipe: dict, built: dict, name: str) -> list[str]:

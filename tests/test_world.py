@@ -149,3 +149,13 @@ def test_every_object_of_every_world_is_drawn_differently():
 
     drawings = {np.asarray(render_scene(o, seed=0)).tobytes() for o in OBJECTS + EXTRA_OBJECTS}
     assert len(drawings) == len(OBJECTS + EXTRA_OBJECTS)
+
+
+def test_recipe_refuses_a_world_base_model_of_another_world():
+    from srpo.recipe import check_recipe
+
+    demo = ROOT / "recipes" / "tiny" / "demo.yaml"
+    assert check_recipe(demo) == []
+    assert check_recipe(demo, ["build.build_world_size=large", "run.run_model=tiny:world-base-large"]) == []
+    problems = check_recipe(demo, ["build.build_world_size=large"])
+    assert len(problems) == 1 and "tiny:world-base-large" in problems[0]
