@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests_support import hand_samples
 
 from srpo.judges import dream
 from srpo.judges.dream import Observation, parse_observations, parse_score, parse_yes_no
@@ -384,16 +385,9 @@ def test_judge_step_with_dream_on_the_random_tiny_model_counts_every_judgment_as
     """The random tiny model cannot write an observation list: every risk context fails, so every judgment is a
     counted failure carrying the raw texts, and the step still finishes (resumably)."""
     from srpo.configs import JudgeArgs
-    from srpo.runfolder import write_jsonl, write_manifest
     from srpo.stages import judge
 
-    pairs = [json.loads(line) for line in (tiny_data / "pairs.jsonl").read_text().splitlines()][:2]
-    samples = tmp_path / "samples"
-    samples.mkdir()
-    write_jsonl(samples / "samples.jsonl", [{"prompt_id": p["id"], "sample_idx": k, "response": f"answer {k}"}
-                                            for p in pairs for k in range(2)])
-    write_manifest(samples, step="samples", fingerprint="hand", config={}, inputs={}, outputs=["samples.jsonl"],
-                   started=0.0)
+    samples = hand_samples(tiny_data, tmp_path, 2)
     args = JudgeArgs(run_dir=str(tmp_path), step="judgments", samples_dir=str(samples), data_dir=str(tiny_data),
                      judge_backend="dream", policy_dir=tiny_model, judge_max_new_tokens=8, judge_batch_size=1,
                      judge_dream_samples=3)
@@ -437,18 +431,11 @@ def test_judge_step_with_dream_on_an_endpoint_that_answers_garbage(tiny_data, tm
     request with a risk chain, never an observation list): every judgment is a counted failure, with the client's
     counters in the manifest."""
     from srpo.configs import JudgeArgs
-    from srpo.runfolder import write_jsonl, write_manifest
     from srpo.stages import judge
     from srpo.testing.fault_server import FaultServer
 
     monkeypatch.setenv("SRPO_TEST_JUDGE_KEY", "sk-test-judge")
-    pairs = [json.loads(line) for line in (tiny_data / "pairs.jsonl").read_text().splitlines()][:2]
-    samples = tmp_path / "samples"
-    samples.mkdir()
-    write_jsonl(samples / "samples.jsonl", [{"prompt_id": p["id"], "sample_idx": k, "response": f"answer {k}"}
-                                            for p in pairs for k in range(2)])
-    write_manifest(samples, step="samples", fingerprint="hand", config={}, inputs={}, outputs=["samples.jsonl"],
-                   started=0.0)
+    samples = hand_samples(tiny_data, tmp_path, 2)
     with FaultServer() as srv:
         manifest = judge.run(JudgeArgs(run_dir=str(tmp_path), step="judgments", samples_dir=str(samples),
                                        data_dir=str(tiny_data), judge_backend="dream", judge_dream_model="openai",

@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from tests_support import hand_samples
 
 from srpo.configs import GateArgs, JudgeArgs
 from srpo.gate import decide
-from srpo.runfolder import write_jsonl, write_manifest
 
 
 def test_garbage_answering_endpoint_judge_is_counted_as_failure_and_blocks_the_gate(tiny_data, tmp_path,
@@ -15,13 +15,7 @@ def test_garbage_answering_endpoint_judge_is_counted_as_failure_and_blocks_the_g
     from srpo.testing.fault_server import FaultServer
 
     monkeypatch.setenv("SRPO_TEST_JUDGE_KEY", "sk-test-judge")
-    pairs = [json.loads(line) for line in (tiny_data / "pairs.jsonl").read_text().splitlines()][:4]
-    samples = tmp_path / "samples"
-    samples.mkdir()
-    write_jsonl(samples / "samples.jsonl", [{"prompt_id": p["id"], "sample_idx": k, "response": f"answer {k}"}
-                                            for p in pairs for k in range(2)])
-    write_manifest(samples, step="samples", fingerprint="hand", config={}, inputs={}, outputs=["samples.jsonl"],
-                   started=0.0)
+    samples = hand_samples(tiny_data, tmp_path, 4)
     # The fault server answers every request with a risk chain, never with a "SAFE: ... / EFFECTIVE: ..." verdict.
     with FaultServer() as srv:
         manifest = judge.run(JudgeArgs(run_dir=str(tmp_path), step="judgments", samples_dir=str(samples),

@@ -32,3 +32,18 @@ def srpo_run(recipe: str, runs: Path, overrides: list[str], env: dict) -> subpro
     for o in overrides:
         cmd += ["--set", o]
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def hand_samples(tiny_data: Path, tmp_path: Path, n_prompts: int, k: int = 2) -> Path:
+    """A finished samples step made by hand: k canned answers ("answer 0", ...) for each of the first n_prompts pairs
+    of a built data folder."""
+    from srpo.runfolder import write_jsonl, write_manifest
+
+    pairs = [json.loads(line) for line in (tiny_data / "pairs.jsonl").read_text().splitlines()][:n_prompts]
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    write_jsonl(samples / "samples.jsonl", [{"prompt_id": p["id"], "sample_idx": i, "response": f"answer {i}"}
+                                            for p in pairs for i in range(k)])
+    write_manifest(samples, step="samples", fingerprint="hand", config={}, inputs={}, outputs=["samples.jsonl"],
+                   started=0.0)
+    return samples
