@@ -11,6 +11,7 @@ for training combinations; the training feedback path (judges) never reads it.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
@@ -307,10 +308,7 @@ def split_combinations(seed: int, heldout_fraction: float = 0.2,
         heldout = rng.sample(combos, n_heldout)
         keys = {c.key for c in heldout}
         train = [c for c in combos if c.key not in keys]
-        cells: dict[tuple[str, str], int] = {}
-        for c in train:
-            cells[(c.obj.hazard, c.intent)] = cells.get((c.obj.hazard, c.intent), 0) + 1
-        objects = {c.obj.name for c in train}
+        cells, objects = cell_and_object_counts(train)
         unsafe_out = sum(combination_risk(c.obj, c.intent)[0] == "unsafe" for c in heldout)
         if (all(cells.get((c.obj.hazard, c.intent), 0) >= 2 for c in heldout) and len(objects) == len(OBJECTS)
                 and 2 <= unsafe_out <= n_heldout - 2):
@@ -318,16 +316,17 @@ def split_combinations(seed: int, heldout_fraction: float = 0.2,
     raise RuntimeError("no held-out split satisfies the constraints; lower heldout_fraction")
 
 
+def cell_and_object_counts(combos: list[Combination]) -> tuple[Counter, Counter]:
+    """How many of `combos` fall in each hazard x intent cell, and how many show each object."""
+    return Counter((c.obj.hazard, c.intent) for c in combos), Counter(c.obj.name for c in combos)
+
+
 def _stratified_heldout(spec: World, seed: int) -> tuple[list[Combination], list[Combination]]:
     """Held-out combinations of a larger world, `heldout_unsafe` and `heldout_benign` exactly, spread over the
     hazard x intent cells in rounds (a cell gives its r-th combination only when every cell that could has given r-1),
     each taken only while training keeps two other objects of its cell and two combinations of its object."""
     combos = all_combinations(spec.name)
-    cells: dict[tuple[str, str], int] = {}
-    objects: dict[str, int] = {}
-    for c in combos:
-        cells[(c.obj.hazard, c.intent)] = cells.get((c.obj.hazard, c.intent), 0) + 1
-        objects[c.obj.name] = objects.get(c.obj.name, 0) + 1
+    cells, objects = cell_and_object_counts(combos)
     rng = random.Random(f"{seed}:heldout:{spec.name}")
     heldout: list[Combination] = []
     for label, need in (("unsafe", spec.heldout_unsafe), ("benign", spec.heldout_benign)):
@@ -365,11 +364,7 @@ def split_rl_combinations(train: list[Combination], heldout: list[Combination], 
     if rl_fraction == 0.0:
         return list(train), []
     held_cells = {(c.obj.hazard, c.intent) for c in heldout}
-    cells: dict[tuple[str, str], int] = {}
-    objects: dict[str, int] = {}
-    for c in train:
-        cells[(c.obj.hazard, c.intent)] = cells.get((c.obj.hazard, c.intent), 0) + 1
-        objects[c.obj.name] = objects.get(c.obj.name, 0) + 1
+    cells, objects = cell_and_object_counts(train)
     rng = random.Random(f"{seed}:rl")
     rl: list[Combination] = []
     for label in ("unsafe", "benign"):
