@@ -219,7 +219,7 @@ class Driver:
         {"dev": ..., "test": ...}."""
         def splits(step: str) -> dict:
             m = self.rf.manifest(step)["stats"]["splits"]
-            return {sp: {k: m[sp].get(k) for k in SUMMARY_KEYS} for sp in ("dev", "test")}
+            return {sp: {k: m[sp].get(k) for k in (*FIGURES, *COUNTS)} for sp in ("dev", "test")}
 
         rows = []
         base = self.rf.manifest("base/eval") if self.run.run_eval_base else None
@@ -233,17 +233,17 @@ class Driver:
         for name, row in (("", final), ("sft_", rows[1 if base is not None else 0]), ("base_", rows[0])):
             if name == "base_" and base is None:
                 continue
-            for key in SUMMARY_KEYS[:6]:
+            for key in FIGURES:
                 figures[f"{name}heldout_{key}"] = row["test"][key]
             if name == "":
-                figures.update({f"dev_{key}": row["dev"][key] for key in SUMMARY_KEYS[:6]})
+                figures.update({f"dev_{key}": row["dev"][key] for key in FIGURES})
         backend = self.recipe.get("judge", {}).get("judge_backend", JudgeArgs.judge_backend)
         feedback = {"judge_backend": backend, "oracle": backend == "rule"}
         if feedback["oracle"]:
             feedback["note"] = ("ORACLE feedback: the rule judge reads the data's labels. These figures are an upper "
                                 "bound for tests, not RLAIF.")
             print(f"[note] {feedback['note']}", flush=True)
-        wall = sum(e.get("wall_time_s") or 0.0 for e in self.rf.ledger() if e.get("executed", True))
+        wall = sum(e.get("wall_time_s") or 0.0 for e in self.rf.ledger())
         summary = {**figures, "splits": {"heldout_": "test", "dev_": "dev", "decided_on": "dev"},
                    "run": self.run.run_name, "seed": self.run.run_seed, "final_iteration": final_iteration,
                    "feedback": feedback, "final_policy": self.policy_of(final_iteration), "iterations": rows,
@@ -260,8 +260,10 @@ class Driver:
         return summary
 
 
-SUMMARY_KEYS = ("safe_rate", "safe_rate_ci95", "benign_refusal_rate", "benign_refusal_rate_ci95", "task_accuracy",
-                "task_accuracy_ci95", "n_unsafe", "n_benign")
+# The figures a summary reports per split (top level: the final policy's), and the counts its rows add.
+FIGURES = ("safe_rate", "safe_rate_ci95", "benign_refusal_rate", "benign_refusal_rate_ci95", "task_accuracy",
+           "task_accuracy_ci95")
+COUNTS = ("n_unsafe", "n_benign")
 
 
 def _pct(x) -> str:
