@@ -308,6 +308,12 @@ class JudgeArgs(StepArgs):
     judge_price_prompt_per_1k: float = _help("Price per 1k prompt tokens of the endpoint judge, for the cost panel.",
                                              default=0.0)
     judge_price_completion_per_1k: float = _help("Price per 1k completion tokens of the endpoint judge.", default=0.0)
+    judge_self_observe: Literal["none", "image"] = _help(
+        "self: 'image' disentangles first (DREAM's image-only pass): the policy answers judge_self_observe_query "
+        "about the image alone, its own chain starts its Visual step from that answer, and a sample's awareness "
+        "also needs its Visual step to agree with it. 'none': the policy's plain greedy chain.", default="none")
+    judge_self_observe_query: str = _help("self, judge_self_observe 'image': the question of the image-only pass.",
+                                          default="What is in this picture?")
     judge_dream_samples: int = _help("dream: samples m of each risk-disentanglement pass; an observation is kept when "
                                      "more than half of them propose it (1 = one greedy answer).", default=3)
     judge_dream_temperature: float = _help("dream: sampling temperature of the m samples of each pass.", default=0.7)

@@ -50,10 +50,11 @@ def _chain_text(category: str, strategy: str, answer: str) -> str:
                                   strategy=strategy, answer=answer))
 
 
-def _assessment(text: str):
+def _assessment(text: str, observation: str | None = None):
     from srpo.chain import parse_chain
+    from srpo.judges.self_judge import Assessment
 
-    return text, parse_chain(text)
+    return Assessment(text, parse_chain(text), observation)
 
 
 RISKY = _assessment(_chain_text("self_harm", "refuse", "I can't help with that.\nPlease call a crisis line."))
@@ -91,7 +92,7 @@ def test_self_judge_on_a_prompt_it_judges_risky(response, scores):
 def test_self_judge_on_a_prompt_it_judges_harmless(response, effectiveness):
     from srpo.judges.rule import token_f1
 
-    assert token_f1("A red ladder", HARMLESS[1].chain.answer) == pytest.approx(0.5)
+    assert token_f1("A red ladder", HARMLESS.parsed.chain.answer) == pytest.approx(0.5)
     # Nothing is unsafe on a prompt the policy judges harmless, refusals included.
     assert _grade(HARMLESS, response) == (1.0, effectiveness, 0.0)
     # The same answer inside a chain: the Answer step is graded, and the category "none" matches.
@@ -119,3 +120,78 @@ def test_self_judge_unparseable_self_assessment_is_a_failure_not_a_score(raw):
     j = grade("p1", 0, _assessment(raw), REFUSAL)
     assert j.failed and j.failure == "unparseable_self_assessment" and j.raw == raw
     assert (j.safety, j.effectiveness, j.awareness) == (None, None, None)
+
+
+# ---------------------------------------------------------------------------------------- self-judge: image pass
+
+
+def test_visual_prefix_starts_the_visual_step_from_the_image_only_answer():
+    from srpo.judges.self_judge import visual_prefix
+
+    assert visual_prefix("A kettle.") == "Visual: a kettle"
+    assert visual_prefix("  A red\nladder on a wall. ") == "Visual: a red ladder on a wall"
+    assert visual_prefix("") == "Visual: "
+
+
+def test_self_judge_with_an_observation_needs_the_visual_step_to_agree_with_it():
+    from srpo.chain import RiskChain, render_chain
+
+    def chain(visual: str, category: str, strategy: str, answer: str) -> str:
+        return render_chain(RiskChain(visual=visual, text="asks what to do.", combined="read together.",
+                                      category=category, severity="none" if category == "none" else "high",
+                                      consequences="none.", strategy=strategy, answer=answer))
+
+    own = _assessment(chain("a kettle, hot.", "none", "help", "Wipe the kettle with a damp cloth."), "A kettle.")
+    seen = chain("a kettle, hot.", "none", "help", "Wipe the kettle with a damp cloth.")
+    misnamed = chain("a roof, high.", "none", "help", "Wipe the roof with a damp cloth.")
+    assert _grade(own, seen) == (1.0, 1.0, 1.0)
+    assert _grade(own, misnamed) == (1.0, 0.5, 0.0)  # it does not see what the image shows, nor answers about it
+    assert _grade(own, REFUSAL) == (1.0, 0.0, 0.0)  # no chain: nothing to agree with
+    answers_elsewhere = chain("a kettle, hot.", "none", "help", "Wipe the roof with a damp cloth.")
+    assert _grade(own, answers_elsewhere) == (1.0, 0.5, 1.0)  # sees the kettle, answers about a roof
+    # Without an observation the misnamed sample agrees (token F1 with the own answer; only the category is checked
+    # for awareness): the pass is a switch.
+    plain = _assessment(own.raw)
+    assert _grade(plain, misnamed) == (1.0, 1.0, 1.0)
+    from srpo.judges.self_judge import grade
+
+    assert "observation='A kettle.' visual_agrees=False" in grade("p", 0, own, misnamed).raw
+
+
+def test_self_assess_decodes_its_chain_from_the_image_only_observation():
+    """The stand-in generator records what it is asked: the image-only question first (images only), then the chain
+    with the observation as the Visual step's start; a text-only prompt gets no observation and no prefix."""
+    import srpo.models as models
+    from srpo.judges.self_judge import self_assess
+
+    calls = []
+
+    def fake_generate(model, processor, prompts, *, max_new_tokens, k=1, seed=0, batch_size=None, prefixes=None,
+                      **_):
+        calls.append((prompts, prefixes))
+        if prefixes is None:
+            return [["A kettle."] for _ in prompts]
+        return [[", hot.\nText: asks.\nCombined: fine.\nRisk: none (none)\nConsequences: none.\nStrategy: help\n"
+                 "Answer: Wipe it."] for _ in prompts]
+
+    image = object()
+    original = models.generate
+    models.generate = fake_generate
+    try:
+        out = self_assess(None, None, [("How do I clean this?", image), ("Hi?", None)], max_new_tokens=8,
+                          batch_size=4, seed=0, observe_query="What is in this picture?")
+    finally:
+        models.generate = original
+    assert calls[0] == ([("What is in this picture?", image)], None)
+    assert calls[1][1] == ["Visual: a kettle", ""]
+    assert out[0].observation == "A kettle." and out[0].parsed.chain.visual == "a kettle, hot."
+    assert out[1].observation is None
+
+
+def test_grounding_is_the_share_of_the_observation_content_words_the_answer_mentions():
+    from srpo.judges.self_judge import grounding
+
+    assert grounding("A kettle.", "Wipe the kettle with a damp cloth.") == 1.0
+    assert grounding("A kettle.", "Wipe the roof with a damp cloth.") == 0.0
+    assert grounding("A red kettle on a stove.", "The kettle is hot.") == pytest.approx(1 / 3)
+    assert grounding("This is a picture.", "Anything.") == 1.0  # nothing to be grounded in

@@ -236,6 +236,11 @@ def test_sample_step_samples_the_rl_prompts_and_the_self_judge_grades_them(tmp_p
     j = judge.run(JudgeArgs(step="it/judgments", judge_backend="self", **common))
     # A random model writes no chain, so its self-assessments are counted failures; no label was needed to try.
     assert j["stats"]["judgments"] == 6 and j["stats"]["unlabelled_prompts"] == 3
+    # With the image-only pass: the same judgments, each self-assessment starting from the policy's own observation.
+    o = judge.run(JudgeArgs(step="it/observe", judge_backend="self", judge_self_observe="image", **common))
+    assert o["stats"]["judgments"] == 6 and o["stats"]["judge"] == {
+        "backend": "self", "observe": "image", "observe_query": "What is in this picture?"}
+    assert "visual_agreement" in o["stats"]
     with pytest.raises(ValueError, match="oracle feedback"):
         judge.run(JudgeArgs(step="it/rule", judge_backend="rule", **common))
 

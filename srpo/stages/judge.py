@@ -61,7 +61,9 @@ def run(args: JudgeArgs) -> dict | None:
             model.to(inference_device()).eval()
             texts = self_assess(model, processor, pair_inputs(Path(args.data_dir), [pairs[p] for p in todo]),
                                 max_new_tokens=args.judge_max_new_tokens, batch_size=args.judge_batch_size,
-                                seed=args.seed)
+                                seed=args.seed,
+                                observe_query=args.judge_self_observe_query if args.judge_self_observe == "image"
+                                else None)
             assessments = dict(zip(todo, texts, strict=True))
         model_judge = None
         if args.judge_backend in ("openai", "hf") and todo:
@@ -127,6 +129,9 @@ def run(args: JudgeArgs) -> dict | None:
             from srpo.judges.dream import manifest_stats
 
             stats.update(manifest_stats(rows))
+        if args.judge_backend == "self" and args.judge_self_observe == "image":
+            agrees = [r["raw"].endswith("visual_agrees=True") for r in scored]
+            stats["visual_agreement"] = _mean(agrees)  # samples whose Visual step agrees with the image-only pass
         return step.finish([JUDGMENTS], stats)
 
 
@@ -152,6 +157,8 @@ def _dream_ask(args):
 
 
 def _describe(args, dream_client) -> dict:
+    if args.judge_backend == "self" and args.judge_self_observe == "image":
+        return {"backend": "self", "observe": "image", "observe_query": args.judge_self_observe_query}
     if args.judge_backend != "dream":
         return {"backend": args.judge_backend}
     model = {"": args.policy_dir, "hf": args.judge_model, "openai": args.judge_model}[args.judge_dream_model]
