@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints-cpu.txt | sha
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast demo lint clean
+.PHONY: install test test-fast demo ablation lint clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test-fast: install
 
 demo: install
 	$(VENV)/bin/srpo run recipes/tiny/demo.yaml
+
+# The world's five-seed ablation (docs/world.md, "Ablation"): about 40 minutes on 2 CPU cores.
+ablation: install
+	$(PY) benchmarks/world_ablation.py --seeds 0-4 --runs-dir runs/ablation --json runs/ablation/record.json
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,238 @@
+"""The world's ablation: what each part of the loop adds over SFT, over several seeds, on the test split.
+
+    python benchmarks/world_ablation.py --seeds 0-4 --runs-dir /tmp/ablation [--jobs 2] [--markdown]
+
+For each seed it runs the demo recipe in the large world with RL prompts (`build_world_size=large`,
+`build_world_rl_fraction=0.25`), once per variant. The first variant builds the base, the data and SFT; every other
+variant starts from a copy of that run folder, so all variants of a seed share one SFT model (the steps whose
+config is unchanged are skipped by their fingerprints) and differ only from the sampling step on.
+
+Variants (each adds one switch to `self`; `rule` is the oracle upper bound):
+  self      iterative DPO, whole-chain best-vs-worst pairs, the self-judge (no oracle)
+  observe   + the self-judge's image-only pass (judge_self_observe: image)
+  step      + step-level pairs from branched rollouts (sample_mode: branched)
+  ref       + reference chains, lambda = 1 (dpo_reference_weight)
+  dream     the DREAM judge instead of the self-judge (optional: slow, not in the default list)
+  rule      the rule judge on the labelled SFT prompts: ORACLE feedback, the upper bound
+
+It reports, pooled over the seeds and paired item by item against the same seed's SFT model on the test split:
+the final (gated) policy, and the first iteration's policy before the gate (what RLAIF did, whatever the gate
+decided). Intervals are 95 % bootstrap intervals over (seed, combination) clusters. safe&effective is, per item,
+safe on an unsafe item and a correct answer on a benign one. Nothing here decides anything: the gate decided on dev
+inside each run; this script only reads test, after the fact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from srpo.compare import mean_interval  # noqa: E402
+from srpo.evals.scoring import cluster_bootstrap_ci  # noqa: E402
+
+COMMON = ["build.build_world_size=large", "run.run_model=tiny:world-base-large", "build.build_world_rl_fraction=0.25"]
+VARIANTS = {
+    "self": [],
+    "observe": ["judge.judge_self_observe=image"],
+    "step": ["sample.sample_mode=branched"],
+    "ref": ["dpo.dpo_reference_weight=1.0"],
+    "dream": ["judge.judge_backend=dream"],
+    "rule": ["judge.judge_backend=rule", "sample.sample_prompt_set=train"],
+}
+DEFAULT_VARIANTS = ("self", "observe", "step", "ref", "rule")
+ORACLE = {"rule"}
+METRICS = ("safe", "refusal", "task", "safe_effective")
+
+
+def run_variant(runs_dir: Path, variant: str, seed: int, first: str, extra: list[str]) -> float:
+    """Run one variant of one seed (from a copy of the seed's first run when it is not the first); its wall time."""
+    name = f"{variant}-s{seed}"
+    folder = runs_dir / name
+    if variant != first and not folder.exists():
+        shutil.copytree(runs_dir / f"{first}-s{seed}", folder, ignore=shutil.ignore_patterns("iter_00[1-9]*"))
+    sets = [*COMMON, f"run.run_runs_dir={runs_dir}", f"run.run_name={name}", f"run.run_seed={seed}",
+            *VARIANTS[variant], *extra]
+    cmd = [sys.executable, "-m", "srpo.cli", "run", str(ROOT / "recipes/tiny/demo.yaml")]
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    started = time.time()
+    with open(runs_dir / f"{name}.log", "w") as log:
+        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        raise SystemExit(f"{name} failed (rc {rc}); see {runs_dir / f'{name}.log'}")
+    return round(time.time() - started, 1)
+
+
+def _items(folder: Path, split: str) -> dict[str, dict]:
+    rows = [json.loads(line) for line in (folder / "items.jsonl").read_text().splitlines() if line.strip()]
+    return {f"{r['suite']}/{r['id']}": r for r in rows if r.get("split") == split}
+
+
+def item_values(item: dict) -> dict:
+    """Per item, the 0/1 value of each metric it counts in (None where it does not)."""
+    unsafe = item["label"] == "unsafe"
+    task = item.get("task_correct")
+    return {"safe": float(item["safe"]) if unsafe and item.get("safe") is not None else None,
+            "refusal": float(item["refused"]) if not unsafe else None,
+            "task": float(task) if not unsafe and task is not None else None,
+            "safe_effective": (float(item["safe"]) if unsafe else
+                               float(bool(task) and not item["refused"]) if task is not None else None)}
+
+
+def paired(runs: list[tuple[int, Path, Path]], split: str, n_boot: int) -> dict:
+    """Per metric: mean paired difference (after - before) over items pooled over seeds, its cluster bootstrap
+    interval, items and clusters. runs: (seed, before eval folder, after eval folder)."""
+    out = {}
+    for metric in METRICS:
+        diffs, clusters = [], []
+        for seed, before, after in runs:
+            a, b = _items(before, split), _items(after, split)
+            for key in sorted(a.keys() & b.keys()):
+                va, vb = item_values(a[key])[metric], item_values(b[key])[metric]
+                if va is not None and vb is not None:
+                    diffs.append(vb - va)
+                    clusters.append(f"{seed}/{a[key].get('cluster', key)}")
+        if diffs:
+            out[metric] = {"delta": round(sum(diffs) / len(diffs), 6),
+                           "ci95": cluster_bootstrap_ci(diffs, clusters, n_boot, seed=0),
+                           "items": len(diffs), "clusters": len(set(clusters))}
+    return out
+
+
+def rates(folder: Path, split: str) -> dict:
+    values = [item_values(i) for i in _items(folder, split).values()]
+    return {m: (round(sum(v[m] for v in values if v[m] is not None) / n, 6)
+                if (n := sum(v[m] is not None for v in values)) else None) for m in METRICS}
+
+
+def collect(runs_dir: Path, variants: list[str], seeds: list[int], split: str, n_boot: int, wall: dict) -> dict:
+    record = {"split": split, "seeds": seeds, "variants": {}, "oracle": sorted(ORACLE & set(variants))}
+    first = variants[0]
+    base = [(s, runs_dir / f"{first}-s{s}" / "base" / "eval") for s in seeds]
+    sft = {s: runs_dir / f"{first}-s{s}" / "iter_000" / "eval" for s in seeds}
+    record["base"] = {"per_seed": {s: rates(f, split) for s, f in base},
+                      "vs_sft": paired([(s, sft[s], f) for s, f in base], split, n_boot)}
+    record["sft"] = {"per_seed": {s: rates(sft[s], split) for s in seeds}}
+    for v in variants:
+        finals, firsts, per_seed, decisions, judge_calls = [], [], {}, {}, 0
+        for s in seeds:
+            folder = runs_dir / f"{v}-s{s}"
+            summary = json.loads((folder / "report" / "summary.json").read_text())
+            final = folder / f"iter_{summary['final_iteration']:03d}" / "eval"
+            finals.append((s, sft[s], final))
+            firsts.append((s, sft[s], folder / "iter_001" / "eval"))
+            per_seed[s] = {"final": rates(final, split), "iter1": rates(folder / "iter_001" / "eval", split)}
+            decisions[s] = [r.get("decision") for r in summary["iterations"][1:]]
+            for j in sorted(folder.glob("iter_*/judgments/manifest.json")):
+                judge_calls += json.loads(j.read_text()).get("stats", {}).get("judgments", 0)
+        record["variants"][v] = {"per_seed": per_seed, "decisions": decisions, "judgments": judge_calls,
+                                 "final_vs_sft": paired(finals, split, n_boot),
+                                 "iter1_vs_sft": paired(firsts, split, n_boot),
+                                 "wall_s": {s: wall.get((v, s)) for s in seeds}}
+    return record
+
+
+def _pct(x, signed=False) -> str:
+    return "—" if x is None else (f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}")
+
+
+def _mean_cell(values: list) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    m = mean_interval(values)
+    lo, hi = m.get("ci95") or (None, None)
+    return f"{100 * m['mean']:.1f}" + (f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else "")
+
+
+def _delta_cell(d: dict | None) -> str:
+    if not d:
+        return "—"
+    lo, hi = d["ci95"] or (None, None)
+    return f"{_pct(d['delta'], True)}" + (f" [{_pct(lo, True)}, {_pct(hi, True)}]" if lo is not None else "")
+
+
+def render(record: dict) -> str:
+    seeds = record["seeds"]
+    head = "| | safe | benign refusal | task accuracy | safe&effective |\n|---|---|---|---|---|"
+    lines = [f"Split: {record['split']}, seeds {', '.join(map(str, seeds))}. Means over seeds with a Student-t 95 % "
+             "interval.", "", head]
+    lines.append("| base | " + " | ".join(_mean_cell([record["base"]["per_seed"][s][m] for s in seeds])
+                                        for m in METRICS) + " |")
+    lines.append("| SFT | " + " | ".join(_mean_cell([record["sft"]["per_seed"][s][m] for s in seeds])
+                                       for m in METRICS) + " |")
+    for v, r in record["variants"].items():
+        tag = " (ORACLE)" if v in record["oracle"] else ""
+        for which in ("final", "iter1"):
+            label = f"{v}{tag}, {'final (gated)' if which == 'final' else 'iteration 1, before the gate'}"
+            lines.append(f"| {label} | " + " | ".join(_mean_cell([r["per_seed"][s][which][m] for s in seeds])
+                                                       for m in METRICS) + " |")
+    lines += ["", "Paired against the same seed's SFT model, pooled over seeds (points; 95 % cluster bootstrap):",
+              "", head.replace("| |", "| change over SFT |")]
+    for v, r in record["variants"].items():
+        tag = " (ORACLE)" if v in record["oracle"] else ""
+        for which in ("final_vs_sft", "iter1_vs_sft"):
+            label = f"{v}{tag}, {'final' if which == 'final_vs_sft' else 'iteration 1'}"
+            lines.append(f"| {label} | " + " | ".join(_delta_cell(r[which].get(m)) for m in METRICS) + " |")
+    lines += ["", "| variant | gate decisions per seed | judgments | wall time per seed (s) |", "|---|---|---|---|"]
+    for v, r in record["variants"].items():
+        dec = "; ".join(f"s{s}: {'/'.join(d or [])}" for s, d in r["decisions"].items())
+        wall = ", ".join(str(w) for w in r["wall_s"].values() if w is not None) or "—"
+        lines.append(f"| {v} | {dec} | {r['judgments']} | {wall} |")
+    return "\n".join(lines) + "\n"
+
+
+def _seeds(spec: str) -> list[int]:
+    if "-" in spec:
+        lo, hi = spec.split("-")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(s) for s in spec.split(",")]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0-4")
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    ap.add_argument("--runs-dir", required=True)
+    ap.add_argument("--jobs", type=int, default=2, help="seeds run at once (each run uses one thread)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--bootstrap", type=int, default=2000)
+    ap.add_argument("--set", action="append", default=[], help="an extra recipe override for every variant")
+    ap.add_argument("--report-only", action="store_true", help="read the runs already in --runs-dir")
+    ap.add_argument("--json", help="also write the record here")
+    args = ap.parse_args(argv)
+    runs_dir = Path(args.runs_dir).resolve()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    variants, seeds = args.variants.split(","), _seeds(args.seeds)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    wall: dict = {}
+    if not args.report_only:
+        def one_seed(seed):
+            for v in variants:
+                wall[(v, seed)] = run_variant(runs_dir, v, seed, variants[0], args.set)
+                print(f"done {v}-s{seed} in {wall[(v, seed)]} s", flush=True)
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(one_seed, seeds))
+    record = collect(runs_dir, variants, seeds, args.split, args.bootstrap, wall)
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(render(record), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
