@@ -133,7 +133,8 @@ def collect(runs_dir: Path, variants: list[str], seeds: list[int], split: str, n
             finals.append((s, sft[s], final))
             firsts.append((s, sft[s], folder / "iter_001" / "eval"))
             per_seed[s] = {"final": rates(final, split), "iter1": rates(folder / "iter_001" / "eval", split)}
-            decisions[s] = [r.get("decision") for r in summary["iterations"][1:]]
+            decisions[s] = [r["decision"] for r in summary["iterations"] if isinstance(r.get("iteration"), int)
+                            and r["iteration"] >= 1]
             for j in sorted(folder.glob("iter_*/judgments/manifest.json")):
                 judge_calls += json.loads(j.read_text()).get("stats", {}).get("judgments", 0)
         record["variants"][v] = {"per_seed": per_seed, "decisions": decisions, "judgments": judge_calls,

@@ -66,12 +66,13 @@ def test_report_only_renders_every_variant_and_marks_the_oracle(ablation, tmp_pa
         (run / "report").mkdir()
         final = 1 if variant == "rule" else 0
         (run / "report" / "summary.json").write_text(json.dumps(
-            {"final_iteration": final, "iterations": [{"decision": "-"},
-                                                      {"decision": "accept" if final else "reject"}]}))
+            {"final_iteration": final, "iterations": [{"decision": "-", "iteration": "base"},
+                                                      {"decision": "sft", "iteration": 0},
+                                                      {"decision": "accept" if final else "reject", "iteration": 1}]}))
     assert ablation.main(["--seeds", "0", "--variants", "self,rule", "--runs-dir", str(tmp_path),
                           "--report-only", "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
     assert "| rule (ORACLE), final (gated) |" in out
     assert "| self, final | +0.0 [+0.0, +0.0] |" in out  # rejected: the final policy is SFT, item for item
     assert "| rule (ORACLE), iteration 1 | +100.0" in out
-    assert "s0: reject" in out and "s0: accept" in out
+    assert "| s0: reject |" in out and "| s0: accept |" in out
