@@ -31,7 +31,7 @@ test-fast: install
 demo: install
 	$(VENV)/bin/srpo run recipes/tiny/demo.yaml
 
-# The world's five-seed ablation (docs/world.md, "Ablation"): about 40 minutes on 2 CPU cores.
+# The world's five-seed ablation (docs/world.md, "Ablation"): about 45 minutes on 2 CPU cores.
 ablation: install
 	$(PY) benchmarks/world_ablation.py --seeds 0-4 --runs-dir runs/ablation --json runs/ablation/record.json
 
