@@ -1,6 +1,6 @@
 """The world's ablation: what each part of the loop adds over SFT, over several seeds, on the test split.
 
-    python benchmarks/world_ablation.py --seeds 0-4 --runs-dir /tmp/ablation [--jobs 2] [--markdown]
+    python benchmarks/world_ablation.py --seeds 0-4 --runs-dir runs/ablation [--jobs 2] [--set KEY=VALUE]
 
 For each seed it runs the demo recipe in the large world with RL prompts (`build_world_size=large`,
 `build_world_rl_fraction=0.25`), once per variant. The first variant builds the base, the data and SFT; every other
