@@ -93,16 +93,18 @@ def item_values(item: dict) -> dict:
 def paired(runs: list[tuple[int, Path, Path]], split: str, n_boot: int) -> dict:
     """Per metric: mean paired difference (after - before) over items pooled over seeds, its cluster bootstrap
     interval, items and clusters. runs: (seed, before eval folder, after eval folder)."""
+    rows = []  # (seed, cluster, before values, after values) per item both evaluations have; each file read once
+    for seed, before, after in runs:
+        a, b = _items(before, split), _items(after, split)
+        rows += [(seed, a[k].get("cluster", k), item_values(a[k]), item_values(b[k]))
+                 for k in sorted(a.keys() & b.keys())]
     out = {}
     for metric in METRICS:
         diffs, clusters = [], []
-        for seed, before, after in runs:
-            a, b = _items(before, split), _items(after, split)
-            for key in sorted(a.keys() & b.keys()):
-                va, vb = item_values(a[key])[metric], item_values(b[key])[metric]
-                if va is not None and vb is not None:
-                    diffs.append(vb - va)
-                    clusters.append(f"{seed}/{a[key].get('cluster', key)}")
+        for seed, cluster, va, vb in rows:
+            if va[metric] is not None and vb[metric] is not None:
+                diffs.append(vb[metric] - va[metric])
+                clusters.append(f"{seed}/{cluster}")
         if diffs:
             out[metric] = {"delta": round(sum(diffs) / len(diffs), 6),
                            "ci95": cluster_bootstrap_ci(diffs, clusters, n_boot, seed=0),

@@ -153,12 +153,13 @@ def test_self_judge_with_an_observation_needs_the_visual_step_to_agree_with_it()
     # for awareness): the pass is a switch.
     plain = _assessment(own.raw)
     assert _grade(plain, misnamed) == (1.0, 1.0, 1.0)
-    from srpo.judges.self_judge import grade
+    from srpo.judges.self_judge import grade, visual_agreed
 
     assert "observation='A kettle.' visual_agrees=False" in grade("p", 0, own, misnamed).raw
+    assert visual_agreed(grade("p", 0, own, seen).raw) and not visual_agreed(grade("p", 0, own, misnamed).raw)
 
 
-def test_self_assess_decodes_its_chain_from_the_image_only_observation():
+def test_self_assess_decodes_its_chain_from_the_image_only_observation(monkeypatch):
     """The stand-in generator records what it is asked: the image-only question first (images only), then the chain
     with the observation as the Visual step's start; a text-only prompt gets no observation and no prefix."""
     import srpo.models as models
@@ -175,13 +176,9 @@ def test_self_assess_decodes_its_chain_from_the_image_only_observation():
                  "Answer: Wipe it."] for _ in prompts]
 
     image = object()
-    original = models.generate
-    models.generate = fake_generate
-    try:
-        out = self_assess(None, None, [("How do I clean this?", image), ("Hi?", None)], max_new_tokens=8,
-                          batch_size=4, seed=0, observe_query="What is in this picture?")
-    finally:
-        models.generate = original
+    monkeypatch.setattr(models, "generate", fake_generate)
+    out = self_assess(None, None, [("How do I clean this?", image), ("Hi?", None)], max_new_tokens=8,
+                      batch_size=4, seed=0, observe_query="What is in this picture?")
     assert calls[0] == ([("What is in this picture?", image)], None)
     assert calls[1][1] == ["Visual: a kettle", ""]
     assert out[0].observation == "A kettle." and out[0].parsed.chain.visual == "a kettle, hot."

@@ -130,7 +130,9 @@ def run(args: JudgeArgs) -> dict | None:
 
             stats.update(manifest_stats(rows))
         if args.judge_backend == "self" and args.judge_self_observe == "image":
-            agrees = [r["raw"].endswith("visual_agrees=True") for r in scored]
+            from srpo.judges.self_judge import visual_agreed
+
+            agrees = [visual_agreed(r["raw"]) for r in scored]
             stats["visual_agreement"] = _mean(agrees)  # samples whose Visual step agrees with the image-only pass
         return step.finish([JUDGMENTS], stats)
 
