@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 STEPS = {"base": "base", "build": "build", "sft": "sft", "sample": "sample", "judge": "judge", "pairs": "pairs",
-         "dpo": "dpo", "eval": "evaluate", "gate": "gate"}
+         "dpo": "dpo", "grpo": "grpo", "eval": "evaluate", "gate": "gate"}
 
 USAGE = """usage: srpo <command> [options]
 

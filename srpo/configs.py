@@ -80,6 +80,10 @@ class RunArgs:
     run_shard_generation: bool = _help(
         "With run_accelerate_config: also run sampling and evaluation under it, their prompts sharded across its "
         "processes (one GPU each) and gathered in a fixed order.", default=True)
+    run_rl_algorithm: Literal["dpo", "grpo"] = _help(
+        "The RL algorithm of an iteration: 'dpo' (iterative DPO, DREAM's loop: sample -> judge -> pairs -> dpo) or "
+        "'grpo' (online: a block of GRPO steps, the `grpo:` section, rewarded by the `judge:` section's judge). "
+        "Either way the iteration is then evaluated and gated.", default="dpo")
     run_reference_policy: Literal["sft", "previous"] = _help(
         "DPO reference: 'sft' (the SFT model) or 'previous' (last accepted iterate).", default="previous")
     run_report_to: str = _help("Trackers for the iteration loop, comma-separated: none, tensorboard, wandb (offline "

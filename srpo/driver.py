@@ -50,7 +50,7 @@ class Driver:
 
         values = {**resolve_section(section, self.recipe.get(section, {}), self.run.run_seed), **injected,
                   "run_dir": str(self.rf.root), "step": step, "seed": self.run.run_seed + seed_offset}
-        if section in ("sft", "dpo"):
+        if section in ("sft", "dpo", "grpo"):
             values["output_dir"] = str(self.rf.step_dir(step) / "trainer")
             if "use_cpu" not in values:
                 import torch
@@ -133,8 +133,13 @@ class Driver:
     # The pipeline.
 
     def policy_of(self, iteration: int) -> str:
-        step = "sft" if iteration == 0 else RunFolder.iter_step(iteration, "dpo")
+        step = "sft" if iteration == 0 else RunFolder.iter_step(iteration, self.run.run_rl_algorithm)
         return str(self.rf.step_dir(step) / MODEL)
+
+    def feedback_step(self, iteration: int) -> str:
+        """The step whose manifest carries iteration t's judge statistics (judge_failure_rate) and judgments file."""
+        stage = "grpo" if self.run.run_rl_algorithm == "grpo" else "judgments"
+        return RunFolder.iter_step(iteration, stage)
 
     def run_all(self) -> dict:
         import srpo.steps  # noqa: F401  (fail early on a broken install, before any work)
@@ -166,17 +171,10 @@ class Driver:
                 return RunFolder.iter_step(t, stage)
 
             policy = self.policy_of(current)
-            ref = self.policy_of(0) if self.run.run_reference_policy == "sft" else policy
-            self.execute("sample", self.args("sample", it("samples"), seed_offset=t, policy_dir=policy,
-                                             data_dir=data_dir))
-            judged = self.execute("judge", self.args("judge", it("judgments"), seed_offset=t, policy_dir=policy,
-                                                     samples_dir=str(self.rf.step_dir(it("samples"))),
-                                                     data_dir=data_dir))
-            self.execute("pairs", self.args("pairs", it("pairs"), judgments_dir=str(self.rf.step_dir(it("judgments"))),
-                                            samples_dir=str(self.rf.step_dir(it("samples"))), data_dir=data_dir))
-            self.execute("dpo", self.args("dpo", it("dpo"), seed_offset=t, policy_dir=policy, ref_dir=ref,
-                                          pairs_dir=str(self.rf.step_dir(it("pairs"))), data_dir=data_dir),
-                         training=True)
+            if self.run.run_rl_algorithm == "grpo":
+                judged = self.grpo_step(t, policy, data_dir)
+            else:
+                judged = self.dpo_iteration(t, policy, data_dir)
             self.execute("evaluate", self.args("eval", it("eval"), policy_dir=self.policy_of(t), data_dir=data_dir))
             decision = self.gate_step(t)
             decisions.append(decision)
@@ -189,11 +187,39 @@ class Driver:
         tracker.close()
         return self.summary(decisions, current)
 
+    def dpo_iteration(self, t: int, policy: str, data_dir: str) -> dict:
+        """Iterative DPO (DREAM's loop): samples -> judgments -> pairs -> dpo; returns the judge step's manifest."""
+        def it(stage):
+            return RunFolder.iter_step(t, stage)
+
+        ref = self.policy_of(0) if self.run.run_reference_policy == "sft" else policy
+        self.execute("sample", self.args("sample", it("samples"), seed_offset=t, policy_dir=policy,
+                                         data_dir=data_dir))
+        judged = self.execute("judge", self.args("judge", it("judgments"), seed_offset=t, policy_dir=policy,
+                                                 samples_dir=str(self.rf.step_dir(it("samples"))),
+                                                 data_dir=data_dir))
+        self.execute("pairs", self.args("pairs", it("pairs"), judgments_dir=str(self.rf.step_dir(it("judgments"))),
+                                        samples_dir=str(self.rf.step_dir(it("samples"))), data_dir=data_dir))
+        self.execute("dpo", self.args("dpo", it("dpo"), seed_offset=t, policy_dir=policy, ref_dir=ref,
+                                      pairs_dir=str(self.rf.step_dir(it("pairs"))), data_dir=data_dir),
+                     training=True)
+        return judged
+
+    def grpo_step(self, t: int, policy: str, data_dir: str) -> dict:
+        """Online RL: one GRPO step (iter_NNN/grpo/), rewarded by the recipe's judge section; returns its manifest."""
+        from srpo.model_specs import resolve_section
+
+        judge = resolve_section("judge", self.recipe.get("judge", {}), self.run.run_seed)
+        return self.execute("grpo", self.args("grpo", RunFolder.iter_step(t, "grpo"), seed_offset=t, policy_dir=policy,
+                                              data_dir=data_dir, grpo_judge=judge), training=True)
+
     def track(self, tracker, t: int, decision, judge_stats: dict) -> None:
         from srpo.runfolder import read_jsonl
 
         eval_dir = self.rf.step_dir(RunFolder.iter_step(t, "eval"))
-        judgments = read_jsonl(self.rf.step_dir(RunFolder.iter_step(t, "judgments")) / JUDGMENTS)
+        judgments = read_jsonl(self.rf.step_dir(self.feedback_step(t)) / JUDGMENTS)
+        if self.run.run_rl_algorithm == "grpo":  # the reward's rows: the judgment of each rewarded completion
+            judgments = [r["judgment"] for r in judgments if r.get("judgment") is not None]
         scores = {k: [j[k] for j in judgments if not j["failed"] and j.get(k) is not None]
                   for k in ("safety", "effectiveness", "awareness", "chain_valid", "preference")}
         items = read_jsonl(eval_dir / ITEMS)[:8]
@@ -210,7 +236,7 @@ class Driver:
         gates = [str(self.rf.step_dir(RunFolder.iter_step(i, "gate"))) for i in range(1, t)]
         args = self.args("gate", RunFolder.iter_step(t, "gate"), cls=GateStepArgs, gate_iteration=t, eval_dirs=evals,
                          previous_gate_dirs=gates,
-                         judgments_dir=str(self.rf.step_dir(RunFolder.iter_step(t, "judgments"))))
+                         judgments_dir=str(self.rf.step_dir(self.feedback_step(t))))
         return GateDecision(**self.execute("gate", args)["stats"]["decision"])
 
     def summary(self, decisions: list, final_iteration: int) -> dict:
@@ -238,7 +264,7 @@ class Driver:
             if name == "":
                 figures.update({f"dev_{key}": row["dev"][key] for key in FIGURES})
         backend = self.recipe.get("judge", {}).get("judge_backend", JudgeArgs.judge_backend)
-        feedback = {"judge_backend": backend, "oracle": backend == "rule"}
+        feedback = {"judge_backend": backend, "oracle": backend == "rule", "rl_algorithm": self.run.run_rl_algorithm}
         if feedback["oracle"]:
             feedback["note"] = ("ORACLE feedback: the rule judge reads the data's labels. These figures are an upper "
                                 "bound for tests, not RLAIF.")

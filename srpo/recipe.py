@@ -20,11 +20,13 @@ import yaml
 
 from srpo.cli_util import ConfigError, build_from_dict, unknown_key_error
 
-SECTION_NAMES = ("run", "build", "sft", "sample", "judge", "pairs", "dpo", "eval", "gate")
+SECTION_NAMES = ("run", "build", "sft", "sample", "judge", "pairs", "dpo", "grpo", "eval", "gate")
+
+TRAINING = ("sft", "dpo", "grpo")  # the sections that subclass TRL's configs (trainer output, devices)
 
 # Keys the driver sets for every step; a recipe that sets them would be silently overridden, so it is refused.
 INJECTED = {"run_dir", "step", "seed", "data_dir", "model_dir", "policy_dir", "ref_dir", "pairs_dir", "samples_dir",
-            "judgments_dir", "output_dir", "gate_iteration", "eval_dirs", "previous_gate_dirs"}
+            "judgments_dir", "output_dir", "gate_iteration", "eval_dirs", "previous_gate_dirs", "grpo_judge"}
 
 # What the driver injects, as placeholders: enough to build each section's config for a static check.
 _PLACEHOLDERS = {"build": {}, "sft": {"data_dir": "d", "model_dir": "m"},
@@ -32,16 +34,17 @@ _PLACEHOLDERS = {"build": {}, "sft": {"data_dir": "d", "model_dir": "m"},
                  "judge": {"samples_dir": "s", "data_dir": "d", "policy_dir": "p/model"},
                  "pairs": {"judgments_dir": "j", "samples_dir": "s", "data_dir": "d"},
                  "dpo": {"policy_dir": "p/model", "ref_dir": "r/model", "pairs_dir": "x", "data_dir": "d"},
+                 "grpo": {"policy_dir": "p/model", "data_dir": "d"},
                  "eval": {"policy_dir": "p/model", "data_dir": "d"}}
 
 
 def sections() -> dict:
     """Section name -> its config dataclass (the training ones subclass TRL's configs, hence the lazy import)."""
     from srpo.configs import BuildArgs, EvalArgs, GateArgs, JudgeArgs, PairArgs, RunArgs, SampleArgs
-    from srpo.train_configs import DPOStageConfig, SFTStageConfig
+    from srpo.train_configs import DPOStageConfig, GRPOStageConfig, SFTStageConfig
 
     return {"run": RunArgs, "build": BuildArgs, "sft": SFTStageConfig, "sample": SampleArgs, "judge": JudgeArgs,
-            "pairs": PairArgs, "dpo": DPOStageConfig, "eval": EvalArgs, "gate": GateArgs}
+            "pairs": PairArgs, "dpo": DPOStageConfig, "grpo": GRPOStageConfig, "eval": EvalArgs, "gate": GateArgs}
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -156,7 +159,7 @@ def _build_sections(recipe: dict, name: str) -> tuple[dict, list[str]]:
             values = dict(recipe.get(section, {}))
             if section not in ("run", "gate"):
                 values.update(_PLACEHOLDERS.get(section, {}), run_dir=tmp, step=f"check/{section}", seed=0)
-            if section in ("sft", "dpo"):
+            if section in TRAINING:
                 values.setdefault("use_cpu", True)  # validate the config, not this machine's devices
                 values["output_dir"] = tmp
             try:
@@ -187,7 +190,7 @@ def _launch_problems(recipe: dict, name: str, deepspeed: str | None, world_size:
         mp = raw.get("mixed_precision", "no")
         # With a DeepSpeed JSON the precision is the JSON's ("auto": the step config's), checked below.
         json_precision = bool((raw.get("deepspeed_config") or {}).get("deepspeed_config_file"))
-        for section in ("sft", "dpo"):
+        for section in TRAINING:
             values = recipe.get(section, {})
             want = "bf16" if values.get("bf16") else "fp16" if values.get("fp16") else "no"
             if section in recipe and mp != want and not json_precision:
@@ -197,7 +200,7 @@ def _launch_problems(recipe: dict, name: str, deepspeed: str | None, world_size:
             ds_file = lc.accelerate_deepspeed_file(found)
             deepspeed = str(ds_file) if ds_file else None
     if deepspeed:
-        for section in ("sft", "dpo"):
+        for section in TRAINING:
             if section in recipe:
                 problems += lc.check_deepspeed(deepspeed, world_size=nproc or 2, training=recipe[section],
                                                where=f"{name} [{section}]")
@@ -256,7 +259,7 @@ def _preflight(recipe: dict, built: dict, name: str) -> list[str]:
         from srpo.launch_checks import machine_problems
 
         problems += [f"{name}: {p}" for p in machine_problems(run.run_accelerate_config)]
-    for section in ("sft", "dpo"):
+    for section in TRAINING:
         if built[section].load_in_4bit:
             package(f"{section}.load_in_4bit", "bitsandbytes", "qlora")
     if built["sample"].sample_backend == "vllm":

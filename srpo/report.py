@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from srpo.runfolder import METRICS, RunFolder, atomic_write_text
+from srpo.runfolder import JUDGMENTS, METRICS, RunFolder, atomic_write_text
 
 PLOTS = {  # id -> (title, caption)
     "frontier": ("Safety vs oversafety frontier",
@@ -60,7 +60,7 @@ GALLERY_SIZE = 4
 THUMB_PX = 160
 
 
-STAGES = ("samples", "judgments", "pairs", "dpo", "eval", "gate")
+STAGES = ("samples", "judgments", "pairs", "dpo", "grpo", "eval", "gate")
 BASE_EVAL = "base/eval"  # the base model, evaluated before SFT when run.run_eval_base is on
 
 
@@ -137,8 +137,13 @@ def load_run(run_dir: str | Path) -> Run:
                 it.incomplete.append(step)
         it.metrics = rf.eval_metrics(i) or it.stats.get("eval")  # the manifest's stats hold the same top-level keys
         it.items = rf.eval_items(i)
-        it.judgments = rf.judgments(i)
-        it.log_history = rf.log_history("sft" if i == 0 else RunFolder.iter_step(i, "dpo"))
+        trainer = "grpo" if "grpo" in it.stats else "dpo"
+        if trainer == "grpo":  # the reward's rows: each rewarded completion's judgment
+            it.judgments = [r["judgment"] for r in rf.output_jsonl(RunFolder.iter_step(i, "grpo"), JUDGMENTS)
+                            if r.get("judgment")]
+        else:
+            it.judgments = rf.judgments(i)
+        it.log_history = rf.log_history("sft" if i == 0 else RunFolder.iter_step(i, trainer))
         gate = rf.gate(i) if i > 0 else None
         it.gate = gate.get("decision") if gate and isinstance(gate.get("decision"), dict) else None
         if i == 0 and not it.stats and sft is None:
@@ -149,7 +154,8 @@ def load_run(run_dir: str | Path) -> Run:
     for it in iterations.values():
         if it.incomplete:
             notes.append(f"started but not finished (not reported): {', '.join(it.incomplete)}")
-    oracle = [i for i, it in iterations.items() if (it.stats.get("judgments") or {}).get("judge_backend") == "rule"]
+    oracle = [i for i, it in iterations.items()
+              if (it.stats.get("judgments") or it.stats.get("grpo") or {}).get("judge_backend") == "rule"]
     if oracle:
         notes.append(f"ORACLE feedback in iteration(s) {', '.join(map(str, oracle))}: the rule judge reads the data's "
                      "labels, so these results are an upper bound for tests, not RLAIF.")
@@ -350,14 +356,18 @@ def plot_training(run: Run) -> bytes:
         _empty(sft_ax, "no SFT log")
     sft_ax.set_title("SFT loss")
     dpo = [it for i, it in sorted(run.iterations.items()) if i > 0 and "dpo" in it.stats]
-    for ax, key, title in ((dpo_ax, "loss", "DPO loss"), (margin_ax, "rewards/margins", "DPO reward margin")):
+    grpo = [it for i, it in sorted(run.iterations.items()) if i > 0 and "grpo" in it.stats]
+    panels = ((dpo_ax, "loss", "DPO loss"), (margin_ax, "rewards/margins", "DPO reward margin"))
+    if grpo and not dpo:  # online RL: its loss and its mean reward per step
+        dpo, panels = grpo, ((dpo_ax, "loss", "GRPO loss"), (margin_ax, "reward", "GRPO mean reward"))
+    for ax, key, title in panels:
         drawn = 0
         for it in dpo:
             steps, values = _curve(it.log_history, key)
             if steps:
                 ax.plot(steps, values, marker=".", color=_colour(it.index), label=f"it {it.index}")
                 drawn += 1
-        untrained = [f"it {it.index} (" + ("not trained: 0 pairs" if it.stats["dpo"].get("trained") is False
+        untrained = [f"it {it.index} (" + ("not trained: 0 pairs" if it.stats.get("dpo", {}).get("trained") is False
                                            else "no log") + ")" for it in dpo if not _curve(it.log_history, key)[0]]
         if drawn:
             if key == "rewards/margins":
@@ -368,7 +378,7 @@ def plot_training(run: Run) -> bytes:
             if untrained:
                 ax.text(0.02, 0.02, "; ".join(untrained), transform=ax.transAxes, fontsize=7, color="#777777")
         else:
-            _empty(ax, "no DPO log" + (":\n" + "\n".join(untrained) if untrained else ""))
+            _empty(ax, f"no {title.split()[0]} log" + (":\n" + "\n".join(untrained) if untrained else ""))
         ax.set_title(title)
     return _png(fig)
 
@@ -419,7 +429,7 @@ def metrics_rows(run: Run, split: str = "test") -> tuple[list, list]:
         base = (run.base_metrics.get("splits") or {}).get(split) or {}
         rows.append(["base model (before SFT)", "", *_eval_cells(base), "", "", ""])
     for i, it in sorted(run.iterations.items()):
-        judge = it.stats.get("judgments", {})
+        judge = it.stats.get("judgments") or it.stats.get("grpo") or {}
         pairs = it.stats.get("pairs", {}).get("pairs")
         margin = it.stats.get("dpo", {}).get("final_reward_margin")
         rows.append([

@@ -80,6 +80,30 @@ def data_prompts(data_dir: str | os.PathLike) -> dict[str, dict]:
     return prompts
 
 
+def prompts_of(data_dir: Path, split: str) -> list[dict]:
+    return sorted((p for p in read_jsonl(Path(data_dir) / PAIRS) if p["meta"].get("split", "train") == split),
+                  key=lambda p: p["id"])
+
+
+def rl_prompts_of(data_dir: Path) -> list[dict]:
+    path = Path(data_dir) / RL_PROMPTS
+    return sorted(read_jsonl(path), key=lambda p: p["id"]) if path.is_file() else []
+
+
+def choose_prompts(data_dir: Path, prompt_set: str) -> tuple[str, list[dict], dict]:
+    """(which set, its prompts, how many of each the data folder has): RL prompts when asked for or, for 'auto',
+    when there are any; else the SFT training prompts."""
+    rl, train = rl_prompts_of(data_dir), prompts_of(data_dir, "train")
+    counts = {"rl": len(rl), "train": len(train)}
+    if prompt_set == "rl" and not rl:
+        raise ValueError(f"prompt set 'rl' (sample_prompt_set / grpo_prompt_set) but {data_dir} has no RL prompts "
+                         f"({RL_PROMPTS}); build the data with build_rl_source (a prompt-only JSONL) or, for the "
+                         "world, build_world_rl_fraction")
+    if prompt_set == "rl" or (prompt_set == "auto" and rl):
+        return "rl", rl, counts
+    return "train", train, counts
+
+
 def read_complete_jsonl(path: str | os.PathLike, truncate: bool = True) -> list[dict]:
     """Rows of an append-only JSONL that may end in a half-written line (a kill mid-write); the tail is dropped
     and (unless `truncate` is off: a file another process may be appending to) the file truncated to its last

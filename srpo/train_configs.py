@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trl import DPOConfig, SFTConfig
+from trl import DPOConfig, GRPOConfig, SFTConfig
 
 
 def _help(text: str, **kw):
@@ -104,3 +104,82 @@ class DPOStageConfig(ModelArgsMixin, DPOConfig):
             self.loss_type = ["sigmoid", "sft"]
             self.loss_weights = [1.0, self.nll_weight]
         super().__post_init__()
+
+
+@dataclass
+class GRPOStageConfig(ModelArgsMixin, GRPOConfig):
+    """One block of online RL (TRL GRPOTrainer) from the current policy, rewarded by one of srpo's judges."""
+
+    policy_dir: str = _help("The policy to improve (a step folder of this run); the self and dream judges' model, "
+                            "frozen at this step's start.", default="")
+    grpo_judge: dict | str | None = _help(
+        "The judge section (srpo.configs.JudgeArgs keys: judge_backend, judge_model, ...), which the driver copies "
+        "from the recipe's `judge:`; a JSON object on the command line. Default: the self-judge.", default=None)
+    grpo_prompt_set: str = _help("Which prompts: 'auto' (the data folder's RL prompts when it has any, else the SFT "
+                                 "training prompts), 'rl' or 'train' (as sample_prompt_set).", default="auto")
+    grpo_safety_weight: float = _help("Weight of the judge's safety score in the reward.", default=1.0)
+    grpo_effectiveness_weight: float = _help("Weight of the judge's effectiveness score.", default=1.0)
+    grpo_awareness_weight: float = _help("Weight of risk awareness (rule and self judges measure it).", default=0.5)
+    grpo_format_weight: float = _help("Weight of chain validity (the completion parses as the seven-step chain): no "
+                                      "judge needed.", default=0.0)
+    grpo_consistency_weight: float = _help(
+        "Weight of step consistency (srpo/judges/rewards.py: the combined reading and the answer mention what the "
+        "visual reading names, the strategy refuses iff the answer refuses, risk 'none' iff plain help).",
+        default=0.0)
+    grpo_length_weight: float = _help("Weight of the length guard: 1 up to grpo_max_tokens completion tokens, then "
+                                      "down to 0 at twice that.", default=0.0)
+    grpo_max_tokens: int = _help("The length guard's budget in tokens; 0 = max_completion_length.", default=0)
+    # TRL defaults that do not suit this step.
+    num_generations: int | None = _help("Completions per prompt (the group GRPO normalises over).", default=4)
+    max_completion_length: int | None = _help("Generation budget per completion (the sampling step's 96).",
+                                              default=96)
+    per_device_train_batch_size: int = _help("Completions per device per micro-batch (a multiple of "
+                                             "num_generations keeps groups whole).", default=8)
+    learning_rate: float = _help("Learning rate.", default=1e-5)
+    num_train_epochs: float = _help("Passes over the prompts (max_steps wins when set).", default=1.0)
+    max_length: int | None = _help("Unused by GRPO (prompts are not truncated: images expand).", default=None)
+    activation_checkpointing: bool | None = _help("Trade compute for memory.", default=False)
+    gradient_checkpointing: bool | None = _help("Deprecated alias of activation_checkpointing.", default=None)
+    logging_steps: float = _help("Log every N steps.", default=1)
+    save_steps: float = _help("Checkpoint every N steps.", default=50)
+    save_total_limit: int | None = _help("Keep at most this many checkpoints.", default=2)
+    report_to: None | str | list[str] = _help("Trackers: none, tensorboard, wandb, trackio.", default="none")
+
+    def __post_init__(self):
+        import json
+
+        self._check_model_args()
+        if isinstance(self.grpo_judge, str):
+            try:
+                self.grpo_judge = json.loads(self.grpo_judge) if self.grpo_judge.strip() else None
+            except json.JSONDecodeError as e:
+                raise ValueError(f"grpo_judge must be a mapping of judge keys (a JSON object on the command line); "
+                                 f"got {self.grpo_judge[:80]!r}: {e}") from None
+        if self.grpo_judge is not None and not isinstance(self.grpo_judge, dict):
+            raise ValueError(f"grpo_judge must be a mapping of judge keys; got {type(self.grpo_judge).__name__}")
+        if self.grpo_prompt_set not in ("auto", "rl", "train"):
+            raise ValueError(f"grpo_prompt_set must be one of auto, rl, train; got {self.grpo_prompt_set!r}")
+        weights = {n: getattr(self, n) for n in ("grpo_safety_weight", "grpo_effectiveness_weight",
+                                                  "grpo_awareness_weight", "grpo_format_weight",
+                                                  "grpo_consistency_weight", "grpo_length_weight")}
+        bad = [n for n, w in weights.items() if not w >= 0]
+        if bad:
+            raise ValueError(f"{bad[0]} must be >= 0 (0 turns that reward off); got {weights[bad[0]]}")
+        if not any(weights.values()):
+            raise ValueError("every grpo_*_weight is 0: the reward would be constant and GRPO would learn nothing")
+        if self.grpo_max_tokens < 0:
+            raise ValueError(f"grpo_max_tokens must be >= 0 (0 = max_completion_length); got {self.grpo_max_tokens}")
+        if self.num_generations is not None and self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2: GRPO's advantage compares completions of one prompt; "
+                             f"got {self.num_generations}")
+        super().__post_init__()
+
+    def judge_args(self):
+        """The judge section as srpo.configs.JudgeArgs (checked like the judge step's)."""
+        from srpo.cli_util import build_from_dict
+        from srpo.configs import JudgeArgs
+
+        values = {k: v for k, v in (self.grpo_judge or {}).items() if k not in ("run_dir", "step", "seed")}
+        return build_from_dict(JudgeArgs, {**values, "run_dir": self.run_dir, "step": self.step, "seed": self.seed,
+                                           "policy_dir": self.policy_dir, "data_dir": self.data_dir},
+                               "grpo_judge")

@@ -70,7 +70,9 @@ def run(args: JudgeArgs) -> dict | None:
             from srpo.judges.model_judge import make_model_judge
 
             model_judge = make_model_judge(args, args.run_dir)
-        dream_ask, dream_judge = _dream_ask(args) if args.judge_backend == "dream" and todo else (None, None)
+        from srpo.judges.dream import make_ask
+
+        dream_ask, dream_judge = make_ask(args) if args.judge_backend == "dream" and todo else (None, None)
         pairwise = PairwiseStats()
         # Model judges get a chunk of prompts per call (the endpoint client runs its requests concurrently); the
         # offline judges one prompt at a time. Each chunk is appended whole, so a killed step resumes after the last
@@ -135,27 +137,6 @@ def run(args: JudgeArgs) -> dict | None:
             agrees = [visual_agreed(r["raw"]) for r in scored]
             stats["visual_agreement"] = _mean(agrees)  # samples whose Visual step agrees with the image-only pass
         return step.finish([JUDGMENTS], stats)
-
-
-def _dream_ask(args):
-    """DREAM's `ask` and who answers it: the policy (policy_dir), a local judge folder, or an endpoint."""
-    from srpo.judges import dream
-
-    if args.judge_dream_model == "openai":
-        client = dream.make_chat_client(args, args.run_dir)
-        return dream.chat_ask(client, temperature=args.judge_dream_temperature, seed=args.seed), client
-    from srpo.models import generate, load_policy
-    from srpo.sharding import inference_device
-
-    model, processor = load_policy(args.judge_model if args.judge_dream_model == "hf" else args.policy_dir)
-    model.to(inference_device()).eval()
-
-    def texts(prompts, *, do_sample, temperature, seed):
-        return [t[0] for t in generate(model, processor, prompts, max_new_tokens=args.judge_max_new_tokens,
-                                       do_sample=do_sample, temperature=temperature, seed=seed,
-                                       batch_size=args.judge_batch_size)]
-
-    return dream.generation_ask(texts, temperature=args.judge_dream_temperature, seed=args.seed), None
 
 
 def _describe(args, dream_client) -> dict:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from srpo.configs import SampleArgs
-from srpo.runfolder import PAIRS, RL_PROMPTS, SAMPLES
+from srpo.runfolder import SAMPLES, choose_prompts, prompts_of, rl_prompts_of  # noqa: F401 (the step's prompts)
 from srpo.sharding import ShardedGeneration, inference_device
 from srpo.steps import StepRun, append_batches, model_input
 
@@ -104,31 +104,6 @@ def branch_stats(rows: list[dict], step: str) -> dict:
             "prefix_token_mismatches": sum(r["prefix_tokens_kept"] is False for r in rows)}
 
 
-def prompts_of(data_dir: Path, split: str) -> list[dict]:
-    from srpo.runfolder import read_jsonl
-
-    return sorted((p for p in read_jsonl(data_dir / PAIRS) if p["meta"].get("split", "train") == split),
-                  key=lambda p: p["id"])
-
-
-def rl_prompts_of(data_dir: Path) -> list[dict]:
-    from srpo.runfolder import read_jsonl
-
-    path = data_dir / RL_PROMPTS
-    return sorted(read_jsonl(path), key=lambda p: p["id"]) if path.is_file() else []
-
-
-def choose_prompts(data_dir: Path, prompt_set: str) -> tuple[str, list[dict], dict]:
-    """(which set, its prompts, how many of each the data folder has): RL prompts when asked for or, for 'auto',
-    when there are any; else the SFT training prompts."""
-    rl, train = rl_prompts_of(data_dir), prompts_of(data_dir, "train")
-    counts = {"rl": len(rl), "train": len(train)}
-    if prompt_set == "rl" and not rl:
-        raise ValueError(f"sample_prompt_set='rl' but {data_dir} has no RL prompts ({RL_PROMPTS}); build the data "
-                         "with build_rl_source (a prompt-only JSONL) or, for the world, build_world_rl_fraction")
-    if prompt_set == "rl" or (prompt_set == "auto" and rl):
-        return "rl", rl, counts
-    return "train", train, counts
 
 
 def inputs(args) -> dict:
