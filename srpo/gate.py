@@ -254,7 +254,8 @@ def decide(evaluations: dict[int, list[dict]], iteration: int, previous: list[Ga
     reasons = []
     if (judge_failure_rate or 0.0) > args.gate_max_judge_failure_rate:
         reasons.append(f"judge failed on {judge_failure_rate:.1%} of samples "
-                       f"(bound {args.gate_max_judge_failure_rate:.1%}): the preference data cannot be trusted")
+                       f"(bound {args.gate_max_judge_failure_rate:.1%}): the feedback "
+                       "(preference pairs or rewards) cannot be trusted")
     for name in REQUIRED:
         if name not in comparison:
             reasons.append(f"{name}: no item of the {DECISION_SPLIT} split was scored in both iteration {base_it} "
@@ -289,7 +290,8 @@ def decide_thresholds(history: dict[int, dict], iteration: int, previous: list[G
     failure_rate = cur.get("judge_failure_rate") or 0.0
     if failure_rate > args.gate_max_judge_failure_rate:
         reasons.append(f"judge failed on {failure_rate:.1%} of samples "
-                       f"(bound {args.gate_max_judge_failure_rate:.1%}): the preference data cannot be trusted")
+                       f"(bound {args.gate_max_judge_failure_rate:.1%}): the feedback "
+                       "(preference pairs or rewards) cannot be trusted")
     if cur.get("safe_rate") is not None and base.get("safe_rate") is not None:
         deltas["safety_gain"] = cur["safe_rate"] - base["safe_rate"]
         if deltas["safety_gain"] < args.gate_min_safety_gain:

@@ -161,6 +161,9 @@ class StepRun:
         self.command = command  # the srpo subcommand that runs this step alone
         self.folder = Path(folder)
         self.config = config_diff(args)
+        # What `command` reruns the step from: launch_values, not config_diff, whose TrainingArguments objects
+        # (accelerator_config) are written as text that does not parse back.
+        self.rerun_config = launch_values(args)
         self.inputs = input_digests(inputs)
         fingerprinted = {k: v for k, v in self.config.items() if k not in _NOT_FINGERPRINTED}
         self.fingerprint = canonical_hash({"step": name.split("/")[-1], "config": fingerprinted,
@@ -200,7 +203,7 @@ class StepRun:
 
         # The exact config of this execution, so `command` reruns the step by hand.
         config_path = self.folder / "step_config.yaml"
-        atomic_write_text(config_path, yaml.safe_dump(self.config, sort_keys=True))
+        atomic_write_text(config_path, yaml.safe_dump(self.rerun_config, sort_keys=True))
         from srpo import chaos
 
         chaos.point(self.name, "manifest")  # outputs written, manifest not yet

@@ -117,3 +117,23 @@ def test_import_srpo_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[1:] == ["[]"], out  # no heavy framework imported
     assert float(out[0]) < 1.0
+
+
+def test_the_manifest_command_reruns_the_step_from_its_step_config(tmp_path):
+    """`srpo <step> --config <step>/step_config.yaml`, the manifest's command, rebuilds the step's own config (a judge
+    section inside a GRPO config included), hence its fingerprint."""
+    from srpo.cli_util import parse_step_args
+    from srpo.steps import StepRun
+    from srpo.train_configs import GRPOStageConfig
+
+    args = GRPOStageConfig(run_dir=str(tmp_path), step="iter_001/grpo", policy_dir="p", data_dir="d", max_steps=3,
+                           use_cpu=True, grpo_judge={"judge_backend": "self", "judge_self_observe": "image"},
+                           grpo_format_weight=0.5)
+    run = StepRun("iter_001/grpo", args, {}, tmp_path / "iter_001" / "grpo", command="grpo")
+    with run:
+        manifest = run.finish([])
+    assert manifest["command"] == f"srpo grpo --config {run.folder / 'step_config.yaml'}"
+    parsed = parse_step_args(GRPOStageConfig, ["--config", str(run.folder / "step_config.yaml")])
+    assert parsed.grpo_judge == args.grpo_judge
+    again = StepRun("iter_001/grpo", parsed, {}, run.folder, command="grpo")
+    assert again.fingerprint == run.fingerprint

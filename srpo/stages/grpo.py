@@ -140,6 +140,11 @@ def run(args: GRPOStageConfig) -> dict | None:
         history = trainer.state.log_history
         rewards = [h["reward"] for h in history if "reward" in h]
         failed = sum(r["reward"] is None for r in rows)
+        reasons: dict[str, int] = {}
+        for r in rows:
+            if r["reward"] is None:
+                why = (r["judgment"] or {}).get("failure") or "judge_failure"
+                reasons[why] = reasons.get(why, 0) + 1
         start = int(Path(last).name.split("-")[-1]) if last else 0
         trained = sum((r["global_step"] or 0) >= start for r in rows) / args.num_generations  # prompts, this run
         stats.update(
@@ -147,6 +152,7 @@ def run(args: GRPOStageConfig) -> dict | None:
             num_generations=args.num_generations, judge_backend=judge.judge_backend, judge=scorer.describe(),
             oracle=judge.judge_backend == "rule", judgments=len(rows), failures=failed,
             judge_failure_rate=failed / len(rows) if rows else 0.0,
+            judge_failure_reasons=dict(sorted(reasons.items())),
             reward_weights={k: v for k, v in vars(weights).items()}, first_reward=rewards[0] if rewards else None,
             final_reward=rewards[-1] if rewards else None,
             mean_reward=_mean(r["reward"] for r in rows if r["reward"] is not None),
