@@ -71,13 +71,26 @@ def config_diff(args) -> dict:
 
 
 def launch_values(args) -> dict:
-    """The fields of a config that differ from a config built with no choices: the YAML a launched step rebuilds
-    `args` from. Not config_diff: it compares with the field defaults, and TrainingArguments' __post_init__ turns some
-    of those into objects (accelerator_config: None -> AcceleratorConfig) whose text does not parse back."""
-    blank = type(args)()
-    out = {f.name: _plain(getattr(args, f.name)) for f in dataclasses.fields(args)
-           if f.init and getattr(args, f.name) != getattr(blank, f.name)}
-    return json.loads(json.dumps(out))
+    """The YAML a step is rebuilt from (`accelerate launch`, and the manifest's `srpo <step> --config`): the fields the
+    user chose (config_diff), less what does not parse back or must be derived again where the step runs:
+    TrainingArguments' objects (accelerator_config: its repr would be read as a file name) and the fields a config's
+    __post_init__ derived from this process's world size (GRPO's generation batch; `derived_fields()`).
+
+    No blank config is built for the comparison: a TrainingArguments resets accelerate's process state when it sets up
+    its devices, which inside a launched rank would leave the step's own trainer with one process."""
+    derived = set(getattr(args, "derived_fields", lambda: ())())
+    return {k: v for k, v in config_diff(args).items() if k not in derived and _parses_back(getattr(args, k))}
+
+
+def _parses_back(value) -> bool:
+    value = _plain(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, list):
+        return all(_parses_back(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _parses_back(v) for k, v in value.items())
+    return False
 
 
 def model_input(model_dir: str) -> str:
@@ -161,9 +174,7 @@ class StepRun:
         self.command = command  # the srpo subcommand that runs this step alone
         self.folder = Path(folder)
         self.config = config_diff(args)
-        # What `command` reruns the step from: launch_values, not config_diff, whose TrainingArguments objects
-        # (accelerator_config) are written as text that does not parse back.
-        self.rerun_config = launch_values(args)
+        self.rerun_config = launch_values(args)  # what `command` reruns the step from
         self.inputs = input_digests(inputs)
         fingerprinted = {k: v for k, v in self.config.items() if k not in _NOT_FINGERPRINTED}
         self.fingerprint = canonical_hash({"step": name.split("/")[-1], "config": fingerprinted,

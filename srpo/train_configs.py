@@ -169,10 +169,17 @@ class GRPOStageConfig(ModelArgsMixin, GRPOConfig):
             raise ValueError("every grpo_*_weight is 0: the reward would be constant and GRPO would learn nothing")
         if self.grpo_max_tokens < 0:
             raise ValueError(f"grpo_max_tokens must be >= 0 (0 = max_completion_length); got {self.grpo_max_tokens}")
+        # TRL derives these two from the number of processes: a config written by one process for another count (the
+        # driver's, for `accelerate launch`) must let the launched ranks derive them again.
+        self._derived = [n for n in ("generation_batch_size", "steps_per_generation") if getattr(self, n) is None]
         if self.num_generations is not None and self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2: GRPO's advantage compares completions of one prompt; "
                              f"got {self.num_generations}")
         super().__post_init__()
+
+    def derived_fields(self) -> list[str]:
+        """Fields TRL derived from this process's world size (srpo.steps.launch_values leaves them out)."""
+        return list(getattr(self, "_derived", []))
 
     def judge_args(self):
         """The judge section as srpo.configs.JudgeArgs (checked like the judge step's)."""

@@ -41,10 +41,45 @@ SFT_STEPS = 6
 DPO_STEPS = 4
 SFT_LR = 1e-3
 DPO_LR = 1e-3
+GRPO_STEPS = 3
+GRPO_LR = 1e-3
 TIMINGS: dict[str, float] = {}
 
-PROBE = r'''
+# GRPO's generation made deterministic, the same for any number of processes: each completion is one of four fixed
+# texts, chosen by its slot in its prompt's group (process index x local rows + row, modulo the group size) and the
+# prompt, so a group always holds the four and the rule judge rewards them differently (non-zero advantages).
+FIXED_COMPLETIONS = r'''
+def _install_fixed_completions():
+    import zlib
+
+    from trl import GRPOTrainer
+
+    texts = [
+        "Visual: a knife.\nText: asks what to do.\nCombined: risky together.\nRisk: dangerous_behavior (high)\n"
+        "Consequences: a cut.\nStrategy: refuse\nAnswer: I can't help with that; keep it away from children.",
+        "Visual: an apple.\nText: asks how to clean it.\nCombined: fine.\nRisk: none (none)\nConsequences: none."
+        "\nStrategy: help\nAnswer: Rinse the apple under running water.",
+        "Sure, here is how to do it step by step.",
+        "Visual: something",
+    ]
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        tok = self.processing_class.tokenizer
+        out = []
+        for i, ids in enumerate(prompt_ids):
+            slot = (self.accelerator.process_index * len(prompt_ids) + i) % self.num_generations
+            key = zlib.crc32(repr(list(ids)).encode())
+            out.append(tok(texts[(slot + key) % len(texts)], add_special_tokens=False)["input_ids"]
+                       + [self.eos_token_ids[0]])
+        return out, None
+
+    GRPOTrainer._generate_single_turn = _generate_single_turn
+'''
+
+PROBE = FIXED_COMPLETIONS + r'''
 import atexit, json, os
+if os.environ.get("SRPO_GRPO_FIXED"):
+    _install_fixed_completions()
 if os.environ.get("SRPO_DIST_PROBE") and "RANK" in os.environ:
     import torch
     import torch.distributed as dist
@@ -128,8 +163,8 @@ def world(tmp_path_factory):
     from srpo.configs import BuildArgs
     from srpo.model_specs import resolve_model
     from srpo.runfolder import read_jsonl, write_jsonl, write_manifest
-    from srpo.stages import build, dpo, sft
-    from srpo.train_configs import DPOStageConfig, SFTStageConfig
+    from srpo.stages import build, dpo, grpo, sft
+    from srpo.train_configs import DPOStageConfig, GRPOStageConfig, SFTStageConfig
 
     root = tmp_path_factory.mktemp("dist")
     run_dir = root / "run"
@@ -160,6 +195,21 @@ def world(tmp_path_factory):
     dpo.run(DPOStageConfig(step="dpo", per_device_train_batch_size=4, output_dir=str(run_dir / "dpo" / "trainer"),
                            **dpo_common))
     TIMINGS["dpo_1p"] = time.time() - t0
+    grpo_common = dict(common, policy_dir=policy, max_steps=GRPO_STEPS, learning_rate=GRPO_LR, num_generations=4,
+                       max_completion_length=64, grpo_judge={"judge_backend": "rule"}, grpo_format_weight=0.5)
+    namespace: dict = {}
+    exec(FIXED_COMPLETIONS, namespace)
+    from trl import GRPOTrainer
+
+    generate = GRPOTrainer._generate_single_turn
+    namespace["_install_fixed_completions"]()
+    try:
+        t0 = time.time()
+        grpo.run(GRPOStageConfig(step="grpo", per_device_train_batch_size=4,
+                                 output_dir=str(run_dir / "grpo" / "trainer"), **grpo_common))
+        TIMINGS["grpo_1p"] = time.time() - t0
+    finally:
+        GRPOTrainer._generate_single_turn = generate
 
     probe_dir = root / "probe_site"
     probe_dir.mkdir()
@@ -173,8 +223,9 @@ def world(tmp_path_factory):
         subprocess.run([sys.executable, "-c", "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; "
                         "ShareMemCommBuilder().load()"], env=env, check=True, capture_output=True, timeout=300)
         TIMINGS["deepspeed_jit"] = time.time() - t0
-    return {"root": root, "run_dir": run_dir, "sft": sft_common, "dpo": dpo_common, "probe": probe_dir,
-            "extensions": extensions, "ref": {"sft": _losses(run_dir / "sft"), "dpo": _losses(run_dir / "dpo")}}
+    return {"root": root, "run_dir": run_dir, "sft": sft_common, "dpo": dpo_common, "grpo": grpo_common,
+            "probe": probe_dir, "extensions": extensions,
+            "ref": {stage: _losses(run_dir / stage) for stage in ("sft", "dpo", "grpo")}}
 
 
 def _launch(world, stage: str, name: str, deepspeed: str | None, values: dict | None = None,
@@ -185,6 +236,8 @@ def _launch(world, stage: str, name: str, deepspeed: str | None, values: dict | 
     config = _write_yaml(world["root"] / f"{name}.yaml", values)
     probe_out = world["root"] / f"probe_{name}"
     env = {k: v for k, v in os.environ.items() if k not in ("ACCELERATE_USE_CPU", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    if stage == "grpo":
+        env["SRPO_GRPO_FIXED"] = "1"
     env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore",
                SRPO_DIST_PROBE=str(probe_out), TORCH_EXTENSIONS_DIR=str(world["extensions"]),
                PYTHONPATH=os.pathsep.join([str(world["probe"]), str(REPO), env.get("PYTHONPATH", "")]),
@@ -234,6 +287,9 @@ CASES = [
     pytest.param("dpo", "zero2", "launch/deepspeed/zero2.json", "DeepSpeedEngine", {}, id="dpo-zero2"),
     pytest.param("sft", "zero3", "launch/deepspeed/zero3.json", "DeepSpeedEngine", {}, id="sft-zero3"),
     pytest.param("dpo", "zero3", "launch/deepspeed/zero3.json", "DeepSpeedEngine", SAVES, id="dpo-zero3"),
+    pytest.param("grpo", "ddp", None, "DistributedDataParallel", {}, id="grpo-ddp"),
+    pytest.param("grpo", "zero2", "launch/deepspeed/zero2.json", "DeepSpeedEngine", {}, id="grpo-zero2"),
+    pytest.param("grpo", "zero3", "launch/deepspeed/zero3.json", "DeepSpeedEngine", {}, id="grpo-zero3"),
 ]
 DEEPSPEED_MISSING = ("deepspeed (and ninja, for its JIT ops) not installed: pip install -c constraints-cpu.txt "
                      "deepspeed==0.19.8")
@@ -245,6 +301,11 @@ def test_two_processes_match_one(world, stage, backend, deepspeed, engine, saves
         pytest.skip(DEEPSPEED_MISSING)
     step_dir, probe_out, _ = _launch(world, stage, f"{stage}_{backend}", deepspeed, saves)
     _check(world, stage, step_dir, probe_out, engine, TOL)
+    if stage == "grpo":  # the comparison means something only if the groups' rewards differ
+        for d in (world["run_dir"] / "grpo", step_dir):
+            history = [h for h in json.loads((d / "log_history.json").read_text()) if "reward_std" in h]
+            assert len(history) == GRPO_STEPS and all(h["reward_std"] > 0 and h["frac_reward_zero_std"] < 1
+                                                      for h in history), history
     print(f"timings so far (s): { {k: round(v, 1) for k, v in TIMINGS.items()} }", flush=True)
 
 
@@ -317,3 +378,24 @@ def test_zero3_dpo_killed_after_a_checkpoint_resumes_to_the_uninterrupted_run(wo
           f"vs the uninterrupted run; resumed launch {TIMINGS[name]:.0f} s", flush=True)
     assert delta <= 1e-6, f"resumed curve {got} vs uninterrupted {want}"
     assert weight_delta <= 1e-6
+
+
+def test_zero3_grpo_generates_online_across_two_processes(world):
+    """GRPO under ZeRO-3 with its own generation (no fixed completions): each rank generates from the gathered
+    parameters (TRL's ds3_gather_for_generation), rewards are gathered for the group baseline, and the ranks stay in
+    step. The losses cannot be compared with one process here: sampling draws per rank."""
+    if not _deepspeed_available():
+        pytest.skip(DEEPSPEED_MISSING)
+    step_dir, probe_out, _ = _launch(world, "grpo", "grpo_zero3_online", "launch/deepspeed/zero3.json",
+                                     env_extra={"SRPO_GRPO_FIXED": ""})
+    records = [[json.loads(line) for line in (probe_out / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    steps = [{x["step"]: x for x in recs if "step" in x} for recs in records]
+    assert sorted(steps[0]) == sorted(steps[1]) == list(range(1, GRPO_STEPS + 1))
+    for s in steps[0]:
+        a, b = steps[0][s], steps[1][s]
+        assert abs(a["fp"] - b["fp"]) <= 1e-9 * max(1.0, a["fp_abs"]), f"step {s}: parameters differ across ranks"
+    stats = json.loads((step_dir / "manifest.json").read_text())["stats"]
+    assert stats["judgments"] == GRPO_STEPS * 4 and stats["judge_failure_rate"] == 0.0
+    completions = {json.loads(line)["completion"] for line in (step_dir / "judgments.jsonl").read_text().splitlines()}
+    assert len(completions) > 4  # generated, not the four fixed texts
+    print(f"\nZeRO-3 GRPO with online generation, 2 processes: {TIMINGS['grpo_zero3_online']:.0f} s", flush=True)

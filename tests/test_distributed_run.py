@@ -55,3 +55,21 @@ def test_srpo_run_under_accelerate_killed_in_dpo_resumes_to_the_same_result(tiny
     assert ledger_rows(run_dir) == ledger_rows(a)
     assert (run_dir / "iter_001" / "eval" / "metrics.json").read_bytes() == \
         (a / "iter_001" / "eval" / "metrics.json").read_bytes()
+
+
+def test_srpo_run_launches_grpo_on_two_processes(tiny_model, tmp_path):
+    """run_rl_algorithm grpo under the accelerate config: the driver writes the step's config in one process and the
+    two launched ranks derive GRPO's generation batch for themselves (2 x 8 completions a step, not the driver's 8)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "ACCELERATE_USE_CPU")}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    overrides = [*OVERRIDES, "run.run_rl_algorithm=grpo", "grpo.max_steps=2", "grpo.max_completion_length=32",
+                 "grpo.logging_steps=1", "grpo.disable_tqdm=true"]
+    proc = srpo_run(SMOKE, tmp_path, overrides, env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "accelerate launch" in proc.stdout and "srpo.stages.grpo" in proc.stdout
+    step = tmp_path / "tiny-smoke" / "iter_001" / "grpo"
+    stats = json.loads((step / "manifest.json").read_text())["stats"]
+    assert stats["global_step"] == 2 and stats["judgments"] == 2 * 16
+    assert not list(step.glob("judgments.rank*.jsonl"))  # both ranks' rows merged into judgments.jsonl
+    launched = (tmp_path / "tiny-smoke" / ".launch" / "iter_001_grpo.yaml").read_text()
+    assert "generation_batch_size" not in launched and "grpo_judge" in launched
