@@ -220,6 +220,8 @@ class Driver:
         judgments = read_jsonl(self.rf.step_dir(self.feedback_step(t)) / JUDGMENTS)
         if self.run.run_rl_algorithm == "grpo":  # the reward's rows: the judgment of each rewarded completion
             judgments = [r["judgment"] for r in judgments if r.get("judgment") is not None]
+            tracker.log_training(t, "grpo", self.rf.log_history(self.feedback_step(t)),
+                                 ("reward", "rewards/", "judge/", "loss", "kl", "entropy", "frac_reward_zero_std"))
         scores = {k: [j[k] for j in judgments if not j["failed"] and j.get(k) is not None]
                   for k in ("safety", "effectiveness", "awareness", "chain_valid", "preference")}
         items = read_jsonl(eval_dir / ITEMS)[:8]

@@ -145,6 +145,7 @@ def _check(path, overrides, preflight: bool, deepspeed: str | None, world_size: 
             problems.append(f"{name} [eval]: {e}")
     problems += _launch_problems(recipe, name, deepspeed, world_size)
     problems += _world_problems(built, name)
+    problems += _grpo_problems(built, name)
     if preflight and not problems:
         problems += _preflight(recipe, built, name)
     return recipe, list(dict.fromkeys(problems))
@@ -220,6 +221,17 @@ def _world_problems(built: dict, name: str) -> list[str]:
     return []
 
 
+def _grpo_problems(built: dict, name: str) -> list[str]:
+    """What GRPO cannot do with the recipe's judge (srpo/judges/scorers.py says the same at run time)."""
+    run, judge = built.get("run"), built.get("judge")
+    if run is None or judge is None or run.run_rl_algorithm != "grpo":
+        return []
+    if judge.judge_mode == "pairwise":
+        return [f"{name}: key 'judge.judge_mode': 'pairwise' compares all samples of a prompt at once; GRPO rewards "
+                "each completion as it is generated. Use judge_mode: pointwise with run_rl_algorithm: grpo"]
+    return []
+
+
 def _preflight(recipe: dict, built: dict, name: str) -> list[str]:
     """What this machine and its files must provide for the recipe to run to the end."""
     from srpo.model_specs import TINY_KINDS, TINY_PREFIX, check_model_folder
@@ -264,6 +276,8 @@ def _preflight(recipe: dict, built: dict, name: str) -> list[str]:
             package(f"{section}.load_in_4bit", "bitsandbytes", "qlora")
     if built["sample"].sample_backend == "vllm":
         package("sample.sample_backend", "vllm", "vllm")
+    if run.run_rl_algorithm == "grpo" and built["grpo"].use_vllm:
+        package("grpo.use_vllm", "vllm", "vllm")
     for tracker in run.trackers:
         package("run.run_report_to", {"tensorboard": "tensorboard"}.get(tracker, tracker), "tracking")
     return problems

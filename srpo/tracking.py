@@ -2,8 +2,10 @@
 
 Backends, chosen by `run_report_to`: tensorboard (event files under <run>/tracking/tensorboard), wandb (offline
 unless WANDB_API_KEY is set, so a run never needs a login), trackio. Training curves of the SFT/DPO steps go through
-TRL's own `report_to`. Only numbers, decisions and texts from the run folder are logged: no config value that could
-hold a secret (API keys are read from the environment by name and never stored in the recipe).
+TRL's own `report_to`; a GRPO step's curve (its reward means and judge failure rate at every logging step) is
+also logged here once the step is done (log_training). Only numbers, decisions and texts from the run folder are
+logged: no config value that could hold a secret (API keys are read from the environment by name and never stored in
+the recipe).
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ class Tracker:
         if judge:
             for key in ("judge_failure_rate", "mean_safety", "mean_effectiveness", "mean_awareness",
                         "mean_chain_valid",
-                        "failures", "mean_preference", "comparisons", "comparison_failures", "position_a_rate"):
+                        "failures", "mean_preference", "comparisons", "comparison_failures", "position_a_rate",
+                        "mean_reward", "mean_judge", "mean_format", "mean_consistency", "mean_length",
+                        "frac_reward_zero_std"):
                 if isinstance(judge.get(key), (int, float)):
                     scalars[f"judge/{key}"] = judge[key]
             scalars.update(cost_panel(judge))
@@ -87,6 +91,27 @@ class Tracker:
         track = self.writers.get("trackio")
         if track is not None:
             track.log(scalars, step=iteration)
+
+    def log_training(self, iteration: int, stage: str, history: list[dict], prefixes: tuple[str, ...]) -> None:
+        """A training step's curve, every logging step of it (e.g. GRPO's reward means and judge failure rate), as
+        `<stage>/iter_NNN/<key>` against the step's own optimizer step."""
+        rows = [h for h in history if isinstance(h.get("step"), int)]
+        series = [(f"{stage}/iter_{iteration:03d}/{k}", h["step"], v) for h in rows for k, v in h.items()
+                  if k.startswith(prefixes) and isinstance(v, (int, float)) and v == v]
+        tb = self.writers.get("tensorboard")
+        if tb is not None:
+            for key, step, value in series:
+                tb.add_scalar(key, value, step)
+            tb.flush()
+        run = self.writers.get("wandb")
+        if run is not None and series:
+            import wandb
+
+            # One table per iteration at the iteration's step: wandb's own step must not run backwards.
+            table = wandb.Table(columns=["metric", "step", "value"],
+                                data=[[key, step, value]
+                                      for key, step, value in series])
+            run.log({f"{stage}/iter_{iteration:03d}/curve": table}, step=iteration)
 
     def close(self) -> None:
         for name, writer in self.writers.items():

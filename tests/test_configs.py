@@ -196,3 +196,26 @@ def test_numbers_read_as_strings_still_parse(tmp_path):
     assert sample.sample_top_p == 1
     assert driver.args("sft", "sft", data_dir="d", model_dir="m").learning_rate == pytest.approx(3e-3)
     assert driver.args("eval", "e", policy_dir="p/model", data_dir="d").eval_suites == ["tiny"]
+
+
+def test_grpo_recipe_parses_and_refuses_what_grpo_cannot_do(tmp_path):
+    """demo_grpo.yaml builds its grpo section and copies the judge section into the step; a pairwise judge, a
+    constant reward and a one-completion group are refused before anything runs."""
+    from srpo.recipe import validate
+
+    grpo_recipe = str(ROOT / "recipes" / "tiny" / "demo_grpo.yaml")
+    recipe = load_recipe(grpo_recipe)
+    driver = Driver(recipe, grpo_recipe)
+    assert driver.run.run_rl_algorithm == "grpo" and driver.policy_of(1).endswith("iter_001/grpo/model")
+    args = driver.args("grpo", "iter_001/grpo", policy_dir="p/model", data_dir="d", grpo_judge={"judge_backend": "self"})
+    assert args.num_generations == 4 and args.generation_batch_size == 8 and args.judge_args().judge_backend == "self"
+    validate(grpo_recipe, [])  # no problem
+    with pytest.raises(ConfigError, match="pairwise"):
+        validate(grpo_recipe, ["judge.judge_backend=hf", "judge.judge_model=m", "judge.judge_mode=pairwise"])
+    with pytest.raises(ConfigError, match="every grpo_.*_weight is 0"):
+        validate(grpo_recipe, ["grpo.grpo_safety_weight=0", "grpo.grpo_effectiveness_weight=0",
+                               "grpo.grpo_awareness_weight=0"])
+    with pytest.raises(ConfigError, match="num_generations must be >= 2"):
+        validate(grpo_recipe, ["grpo.num_generations=1"])
+    with pytest.raises(ConfigError, match="grpo_judge"):
+        load_recipe(grpo_recipe, ["grpo.grpo_judge={}"])

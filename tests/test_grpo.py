@@ -77,6 +77,20 @@ def test_grpo_iterations_train_evaluate_and_gate_like_dpo_ones(grpo_run):
     assert "ORACLE" in report
 
 
+def test_tensorboard_has_the_reward_curves_and_the_judge_failure_rate(grpo_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _, _ = grpo_run
+    acc = EventAccumulator(str(run_dir / "tracking" / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    scalars = acc.Tags()["scalars"]
+    for key in ("rewards/judge/mean", "rewards/format/mean", "judge/failure_rate", "reward", "loss"):
+        steps = [e.step for e in acc.Scalars(f"grpo/iter_001/{key}")]
+        assert steps == [1, 2, 3], (key, steps)  # every logging step of the GRPO step
+    for tag in ("judge/judge_failure_rate", "judge/mean_reward", "eval/test/safe_rate", "gate/accepted"):
+        assert tag in scalars, (tag, scalars)
+
+
 def test_rerun_of_a_grpo_run_redoes_nothing(grpo_run):
     run_dir, _, driver = grpo_run
     from srpo.driver import Driver
@@ -149,3 +163,25 @@ def test_grpo_step_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weight
     rows = [(folder / "judgments.jsonl").read_text(), (run_dir / "grpo_clean" / "judgments.jsonl").read_text()]
     assert rows[0] == rows[1]  # steps 3-4's rows were made again, once; 1-2's kept from before the kill
     assert not list(folder.glob("judgments.rank*.jsonl"))
+
+
+def test_grpo_trains_a_lora_adapter_that_the_evaluator_loads(grpo_run, tmp_path):
+    """use_lora: the step trains and saves an adapter on the starting policy (TRL's reference is the adapter
+    disabled); the policy folder loads merged, as the eval step loads it."""
+    from srpo.models import load_policy
+    from srpo.stages import grpo
+    from srpo.train_configs import GRPOStageConfig
+
+    run_dir, _, _ = grpo_run
+    config = yaml.safe_load((run_dir / "iter_001" / "grpo" / "step_config.yaml").read_text())
+    config.update(step="grpo_lora", output_dir=str(run_dir / "grpo_lora" / "trainer"), use_lora=True, lora_r=4,
+                  lora_alpha=8, max_steps=2, learning_rate=1e-3, beta=0.04)
+    grpo.run(GRPOStageConfig(**config))
+    model_dir = run_dir / "grpo_lora" / "model"
+    assert (model_dir / "adapter_config.json").exists() and (model_dir / "adapter_model.safetensors").exists()
+    saved = json.loads((model_dir / "adapter_config.json").read_text())
+    assert saved["r"] == 4 and "vision_tower" not in json.dumps(saved["target_modules"])
+    model, _ = load_policy(str(model_dir))
+    assert not hasattr(model, "peft_config")  # merged for generation
+    history = json.loads((run_dir / "grpo_lora" / "log_history.json").read_text())
+    assert any("kl" in h for h in history)  # beta > 0: the KL to the adapter-disabled policy is measured

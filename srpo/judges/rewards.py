@@ -118,6 +118,7 @@ class JudgeReward:
         self.weights = weights
         self.records = records
         self.total = RewardLog()  # the whole step's counts (the manifest's)
+        self.judge_seconds = 0.0  # time spent waiting on the judge (this process)
 
     def __call__(self, prompts, completions, completion_ids=None, prompt_id=None, log_metric=None, trainer_state=None,
                  **_columns) -> list[float | None]:
@@ -179,7 +180,11 @@ class JudgeReward:
             raise KeyError(f"prompt_id {unknown[0]!r} is not one of the step's prompts")
         groups = [(self.prompts_by_id[pid], [{"sample_idx": j, "response": texts[i]} for j, i in enumerate(rows)])
                   for pid, rows in order.items()]
+        import time
+
+        started = time.time()
         scored = self.score(groups)
+        self.judge_seconds += time.time() - started
         out = [None] * len(texts)
         for rows, judgments in zip(order.values(), scored, strict=True):
             if len(judgments) != len(rows):
@@ -203,6 +208,7 @@ class JudgeReward:
         return {"judged_completions": t.judged, "judge_failures": t.failures,
                 "judge_failure_rate": t.failures / t.judged if t.judged else 0.0,
                 "judge_failure_reasons": dict(sorted(t.reasons.items())),
+                "judge_seconds": round(self.judge_seconds, 3),
                 **{f"mean_{name}": round(t.sums[name] / t.counts[name], 6) for name in COMPONENTS
                    if t.counts.get(name)}}
 

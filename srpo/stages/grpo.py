@@ -160,6 +160,7 @@ def run(args: GRPOStageConfig) -> dict | None:
                for name in ("judge", "format", "consistency", "length")},
             frac_reward_zero_std=_mean(h["frac_reward_zero_std"] for h in history if "frac_reward_zero_std" in h),
             assess_seconds=round(assess_seconds, 3), train_seconds=round(train_seconds, 3),
+            judge_seconds=round(assess_seconds + reward.judge_seconds, 3),  # this process's: assessing + rewarding
             prompts_per_second=round(trained / train_seconds, 4) if train_seconds else None,
             resumed_from=Path(last).name if last else None)
         return step.finish([MODEL, LOG_HISTORY, JUDGMENTS], stats)
