@@ -207,7 +207,8 @@ def test_grpo_recipe_parses_and_refuses_what_grpo_cannot_do(tmp_path):
     recipe = load_recipe(grpo_recipe)
     driver = Driver(recipe, grpo_recipe)
     assert driver.run.run_rl_algorithm == "grpo" and driver.policy_of(1).endswith("iter_001/grpo/model")
-    args = driver.args("grpo", "iter_001/grpo", policy_dir="p/model", data_dir="d", grpo_judge={"judge_backend": "self"})
+    args = driver.args("grpo", "iter_001/grpo", policy_dir="p/model", data_dir="d",
+                       grpo_judge={"judge_backend": "self"})
     assert args.num_generations == 4 and args.generation_batch_size == 8 and args.judge_args().judge_backend == "self"
     validate(grpo_recipe, [])  # no problem
     with pytest.raises(ConfigError, match="pairwise"):
