@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints-cpu.txt | sha
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast demo ablation lint clean
+.PHONY: install test test-fast demo demo-grpo ablation lint clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test-fast: install
 
 demo: install
 	$(VENV)/bin/srpo run recipes/tiny/demo.yaml
+
+# The same demo with GRPO iterations (docs/grpo.md).
+demo-grpo: install
+	$(VENV)/bin/srpo run recipes/tiny/demo_grpo.yaml
 
 # The world's five-seed ablation (docs/world.md, "Ablation"): about 45 minutes on 2 CPU cores.
 ablation: install
