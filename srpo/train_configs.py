@@ -45,12 +45,9 @@ class ModelArgsMixin:
 
 
 @dataclass
-class SFTStageConfig(ModelArgsMixin, SFTConfig):
-    model_dir: str = _help("The model to fine-tune: a local HF folder (resolved by the driver from run_model).",
-                           default="")
-    # TRL defaults that do not suit VLM chains on small machines.
-    max_length: int | None = _help("Truncate sequences to this many tokens; None for VLMs (images expand).",
-                                   default=None)
+class TrainerDefaultsMixin:
+    """TRL defaults that do not suit srpo's steps (tiny models on CPU, resumable runs), declared once for all three."""
+
     activation_checkpointing: bool | None = _help("Trade compute for memory (on for 7B models, off for tiny ones).",
                                                   default=False)
     gradient_checkpointing: bool | None = _help("Deprecated alias of activation_checkpointing.", default=None)
@@ -59,13 +56,22 @@ class SFTStageConfig(ModelArgsMixin, SFTConfig):
     save_total_limit: int | None = _help("Keep at most this many checkpoints.", default=2)
     report_to: None | str | list[str] = _help("Trackers: none, tensorboard, wandb, trackio.", default="none")
 
+
+@dataclass
+class SFTStageConfig(ModelArgsMixin, TrainerDefaultsMixin, SFTConfig):
+    model_dir: str = _help("The model to fine-tune: a local HF folder (resolved by the driver from run_model).",
+                           default="")
+    # TRL defaults that do not suit VLM chains on small machines.
+    max_length: int | None = _help("Truncate sequences to this many tokens; None for VLMs (images expand).",
+                                   default=None)
+
     def __post_init__(self):
         self._check_model_args()
         super().__post_init__()
 
 
 @dataclass
-class DPOStageConfig(ModelArgsMixin, DPOConfig):
+class DPOStageConfig(ModelArgsMixin, TrainerDefaultsMixin, DPOConfig):
     policy_dir: str = _help("The policy to improve (a step folder of this run).", default="")
     ref_dir: str = _help("The frozen reference policy (a step folder of this run).", default="")
     pairs_dir: str = _help("The pairs step folder (pairs.jsonl).", default="")
@@ -79,12 +85,6 @@ class DPOStageConfig(ModelArgsMixin, DPOConfig):
         "Teacher chains beside each per-device batch of pairs when dpo_reference_weight > 0, drawn per optimizer step "
         "(seeded) and shared out across processes like the pairs. Unset: per_device_train_batch_size.", default=None)
     max_length: int | None = _help("Truncate sequences to this many tokens; None for VLMs.", default=None)
-    activation_checkpointing: bool | None = _help("Trade compute for memory.", default=False)
-    gradient_checkpointing: bool | None = _help("Deprecated alias of activation_checkpointing.", default=None)
-    logging_steps: float = _help("Log every N steps.", default=1)
-    save_steps: float = _help("Checkpoint every N steps.", default=50)
-    save_total_limit: int | None = _help("Keep at most this many checkpoints.", default=2)
-    report_to: None | str | list[str] = _help("Trackers: none, tensorboard, wandb, trackio.", default="none")
 
     def __post_init__(self):
         self._check_model_args()
@@ -107,7 +107,7 @@ class DPOStageConfig(ModelArgsMixin, DPOConfig):
 
 
 @dataclass
-class GRPOStageConfig(ModelArgsMixin, GRPOConfig):
+class GRPOStageConfig(ModelArgsMixin, TrainerDefaultsMixin, GRPOConfig):
     """One block of online RL (TRL GRPOTrainer) from the current policy, rewarded by one of srpo's judges."""
 
     policy_dir: str = _help("The policy to improve (a step folder of this run); the self and dream judges' model, "
@@ -138,12 +138,6 @@ class GRPOStageConfig(ModelArgsMixin, GRPOConfig):
     learning_rate: float = _help("Learning rate.", default=1e-5)
     num_train_epochs: float = _help("Passes over the prompts (max_steps wins when set).", default=1.0)
     max_length: int | None = _help("Unused by GRPO (prompts are not truncated: images expand).", default=None)
-    activation_checkpointing: bool | None = _help("Trade compute for memory.", default=False)
-    gradient_checkpointing: bool | None = _help("Deprecated alias of activation_checkpointing.", default=None)
-    logging_steps: float = _help("Log every N steps.", default=1)
-    save_steps: float = _help("Checkpoint every N steps.", default=50)
-    save_total_limit: int | None = _help("Keep at most this many checkpoints.", default=2)
-    report_to: None | str | list[str] = _help("Trackers: none, tensorboard, wandb, trackio.", default="none")
 
     def __post_init__(self):
         import json
