@@ -424,6 +424,8 @@ def metrics_rows(run: Run, split: str = "test") -> tuple[list, list]:
     none. Intervals come from a bootstrap over clusters (near-copies resampled together)."""
     header = ["iteration", "gate", "safe rate [95% CI]", "benign refusal [95% CI]", "task accuracy [95% CI]",
               "n unsafe / benign", "judge failure rate", "pairs", "final DPO reward margin"]
+    if any("grpo" in it.stats for it in run.iterations.values()):
+        header[-2:] = ["pairs / GRPO completions judged", "DPO reward margin / GRPO mean reward"]
     rows = []
     if run.base_metrics is not None:
         base = (run.base_metrics.get("splits") or {}).get(split) or {}
@@ -432,6 +434,8 @@ def metrics_rows(run: Run, split: str = "test") -> tuple[list, list]:
         judge = it.stats.get("judgments") or it.stats.get("grpo") or {}
         pairs = it.stats.get("pairs", {}).get("pairs")
         margin = it.stats.get("dpo", {}).get("final_reward_margin")
+        if "grpo" in it.stats:  # online RL: the completions it judged, and their mean reward
+            pairs, margin = it.stats["grpo"].get("judgments"), it.stats["grpo"].get("mean_reward")
         rows.append([
             f"{i}" + (" (SFT)" if i == 0 else "") + (" ★ final" if i == run.final_iteration else ""),
             it.decision,
