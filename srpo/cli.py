@@ -22,6 +22,9 @@ USAGE = """usage: srpo <command> [options]
   srpo judge-eval --judge JUDGE --benchmark {xstest,msts,harmbench,mossbench} FILE... [--json]
                                                   a judge (refusal, rule, hf:PATH, openai:MODEL, replay:FILE#COL)
                                                   against human labels: agreement, unsafe-F1, kappa, 95% intervals
+  srpo chat RUN --image PATH [--query TEXT] [--iteration N] [--json]
+                                                  a run's final (or iteration N's) policy answers; chain and
+                                                  answer shown apart
   srpo tiny-model                                 build the offline tiny test VLM and print its folder
   srpo <step> --config STEP.yaml [--key value]    run one step alone: """ + ", ".join(STEPS) + """
 
@@ -92,6 +95,10 @@ def _dispatch(command: str, rest: list[str]) -> int:
         from srpo.judge_eval import main as judge_eval_main
 
         return judge_eval_main(rest)
+    if command == "chat":
+        from srpo.chat import main as chat_main
+
+        return chat_main(rest)
     if command == "tiny-model":
         from srpo.model_specs import resolve_model
 

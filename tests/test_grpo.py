@@ -185,3 +185,28 @@ def test_grpo_trains_a_lora_adapter_that_the_evaluator_loads(grpo_run, tmp_path)
     assert not hasattr(model, "peft_config")  # merged for generation
     history = json.loads((run_dir / "grpo_lora" / "log_history.json").read_text())
     assert any("kl" in h for h in history)  # beta > 0: the KL to the adapter-disabled policy is measured
+
+
+def test_srpo_chat_answers_with_a_runs_policy_chain_and_answer_apart(grpo_run):
+    run_dir, summary, _ = grpo_run
+    image = next((run_dir / "data" / "images").glob("*.png"))
+    cmd = [sys.executable, "-m", "srpo.cli", "chat", str(run_dir), "--image", str(image), "--max-new-tokens", "64"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([*cmd, "--json"], input="What is this?\nHow do I clean it?\n", cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    answers = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [a["query"] for a in answers] == ["What is this?", "How do I clean it?"]
+    assert all(a["policy"] == summary["final_policy"] for a in answers)
+    from srpo.chain import parse_chain
+
+    for a in answers:  # the chain's steps and the answer, apart
+        assert set(a["chain"]) <= {"Visual", "Text", "Combined", "Risk", "Consequences", "Strategy"}
+        parsed = parse_chain(a["raw"])
+        assert a["answer"] == parsed.fields.get("answer", a["raw"]).strip() and a["problems"] == parsed.errors
+    sft = subprocess.run([*cmd, "--iteration", "0", "--query", "What is this?"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert sft.returncode == 0 and "reasoning chain:" in sft.stdout and "answer:" in sft.stdout, sft.stderr[-2000:]
+    missing = subprocess.run([*cmd, "--iteration", "9", "--query", "x"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert missing.returncode == 2 and "no trained policy for iteration 9" in missing.stderr

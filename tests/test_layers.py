@@ -21,7 +21,7 @@ LAYERS = [
     ("evals and data_builders", ["srpo.evals", "data_builders"]),
     ("stages", ["srpo.stages"]),
     ("driver", ["srpo.model_specs", "srpo.launch_checks", "srpo.recipe", "srpo.launch_validate", "srpo.driver",
-                "srpo.tracking", "srpo.report", "srpo.status", "srpo.compare", "srpo.judge_eval"]),
+                "srpo.tracking", "srpo.report", "srpo.status", "srpo.compare", "srpo.judge_eval", "srpo.chat"]),
     ("cli", ["srpo.cli"]),
 ]
 # Side by side in one layer, but never importing each other in this direction.
