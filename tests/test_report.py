@@ -449,7 +449,8 @@ def test_oracle_feedback_is_said_in_summary_and_report(run_dir, capsys, monkeypa
         assert ("ORACLE" in capsys.readouterr().out) is oracle
     default = Driver({"run": {"run_runs_dir": str(run_dir.parent), "run_name": run_dir.name, "run_eval_base": False}})
     assert default.summary([SimpleNamespace(decision="accept")], 1)["feedback"] == {"judge_backend": "self",
-                                                                                     "oracle": False}
+                                                                                     "oracle": False,
+                                                                                     "rl_algorithm": "dpo"}
 
 
 def test_a_judge_validation_record_is_shown_beside_its_judge(run_dir, tmp_path):

@@ -471,22 +471,3 @@ def make_chat_client(args, run_dir: str):
     return CachedChatClient(client, DiskCache(str(Path(run_dir) / ".cache" / "judge")),
                             prompt_version=DREAM_PROMPT_VERSION)
 
-
-def make_ask(args):
-    """DREAM's `ask` for a judge section (srpo.configs.JudgeArgs) and the endpoint client behind it (None when a local
-    model answers): the policy (policy_dir), a local judge folder (judge_model), or an endpoint."""
-    if args.judge_dream_model == "openai":
-        client = make_chat_client(args, args.run_dir)
-        return chat_ask(client, temperature=args.judge_dream_temperature, seed=args.seed), client
-    from srpo.models import generate, load_policy
-    from srpo.sharding import inference_device
-
-    model, processor = load_policy(args.judge_model if args.judge_dream_model == "hf" else args.policy_dir)
-    model.to(inference_device()).eval()
-
-    def texts(prompts, *, do_sample, temperature, seed):
-        return [t[0] for t in generate(model, processor, prompts, max_new_tokens=args.judge_max_new_tokens,
-                                       do_sample=do_sample, temperature=temperature, seed=seed,
-                                       batch_size=args.judge_batch_size)]
-
-    return generation_ask(texts, temperature=args.judge_dream_temperature, seed=args.seed), None

@@ -105,6 +105,28 @@ class VerdictScorer(Scorer):
         return self.judge.describe()
 
 
+def make_dream_ask(args):
+    """DREAM's `ask` for a judge section (srpo.configs.JudgeArgs) and the endpoint client behind it (None when a local
+    model answers): the policy (policy_dir), a local judge folder (judge_model), or an endpoint."""
+    from srpo.judges.dream import chat_ask, generation_ask, make_chat_client
+
+    if args.judge_dream_model == "openai":
+        client = make_chat_client(args, args.run_dir)
+        return chat_ask(client, temperature=args.judge_dream_temperature, seed=args.seed), client
+    from srpo.models import generate, load_policy
+    from srpo.sharding import inference_device
+
+    model, processor = load_policy(args.judge_model if args.judge_dream_model == "hf" else args.policy_dir)
+    model.to(inference_device()).eval()
+
+    def texts(prompts, *, do_sample, temperature, seed):
+        return [t[0] for t in generate(model, processor, prompts, max_new_tokens=args.judge_max_new_tokens,
+                                       do_sample=do_sample, temperature=temperature, seed=seed,
+                                       batch_size=args.judge_batch_size)]
+
+    return generation_ask(texts, temperature=args.judge_dream_temperature, seed=args.seed), None
+
+
 def make_scorer(args, prompts: list[dict]) -> Scorer:
     """The scorer of judge section `args` for the step's prompts (rows with id, query, image; a label only where the
     data has one). The self-judge assesses every prompt here, with the model at args.policy_dir."""
@@ -135,9 +157,7 @@ def make_scorer(args, prompts: list[dict]) -> Scorer:
         del model
         return SelfScorer({p["id"]: a for p, a in zip(prompts, texts, strict=True)}, observe)
     if backend == "dream":
-        from srpo.judges.dream import make_ask
-
-        ask, client = make_ask(args)
+        ask, client = make_dream_ask(args)
         return DreamScorer(ask, client, data_dir, m=args.judge_dream_samples,
                            global_weight=args.judge_dream_global_weight,
                            observation_weight=args.judge_dream_observation_weight,

@@ -70,9 +70,9 @@ def run(args: JudgeArgs) -> dict | None:
             from srpo.judges.model_judge import make_model_judge
 
             model_judge = make_model_judge(args, args.run_dir)
-        from srpo.judges.dream import make_ask
+        from srpo.judges.scorers import make_dream_ask
 
-        dream_ask, dream_judge = make_ask(args) if args.judge_backend == "dream" and todo else (None, None)
+        dream_ask, dream_judge = make_dream_ask(args) if args.judge_backend == "dream" and todo else (None, None)
         pairwise = PairwiseStats()
         # Model judges get a chunk of prompts per call (the endpoint client runs its requests concurrently); the
         # offline judges one prompt at a time. Each chunk is appended whole, so a killed step resumes after the last
