@@ -117,7 +117,8 @@ def run(args: GRPOStageConfig) -> dict | None:
         rank = int(os.environ.get("RANK", "0"))
         log = JudgmentLog(folder, rank)
         last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).exists() else None
-        log.drop_from(int(Path(last).name.split("-")[-1]) if last else 0)
+        start = int(Path(last).name.split("-")[-1]) if last else 0  # the optimizer step this execution starts at
+        log.drop_from(start)
         weights = RewardWeights(safety=args.grpo_safety_weight, effectiveness=args.grpo_effectiveness_weight,
                                 awareness=args.grpo_awareness_weight, format=args.grpo_format_weight,
                                 consistency=args.grpo_consistency_weight, length=args.grpo_length_weight,
@@ -138,14 +139,13 @@ def run(args: GRPOStageConfig) -> dict | None:
             return step.finish([MODEL, LOG_HISTORY, JUDGMENTS])
         rows = log.merge()
         history = trainer.state.log_history
-        rewards = [h["reward"] for h in history if "reward" in h]
+        rewards = [h["reward"] for h in history if "reward" in h and h["reward"] == h["reward"]]  # not NaN
         failed = sum(r["reward"] is None for r in rows)
         reasons: dict[str, int] = {}
         for r in rows:
             if r["reward"] is None:
                 why = (r["judgment"] or {}).get("failure") or "judge_failure"
                 reasons[why] = reasons.get(why, 0) + 1
-        start = int(Path(last).name.split("-")[-1]) if last else 0
         trained = sum((r["global_step"] or 0) >= start for r in rows) / args.num_generations  # prompts, this run
         stats.update(
             algorithm="grpo", prompt_set=prompt_set, prompts=len(prompts), available_prompts=available,
