@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints-cpu.txt | sha
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast demo demo-grpo ablation lint clean
+.PHONY: install test test-fast test-families demo demo-grpo ablation lint clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,12 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest -q tests
 
+# The VLM family matrix alone (also part of `make test`).
+test-families: install
+	$(PY) -m pytest -q tests -m families
+
 test-fast: install
-	$(PY) -m pytest -q tests -m "not slow and not distributed and not chaos"
+	$(PY) -m pytest -q tests -m "not slow and not distributed and not chaos and not families"
 
 demo: install
 	$(VENV)/bin/srpo run recipes/tiny/demo.yaml

@@ -1,5 +1,6 @@
-"""Model specs to folders: `tiny:llava` and `tiny:world-base` are built offline (once, cached); anything else must
-be a local model folder. Only `srpo run` and the CLI resolve specs; every step and library function takes folders.
+"""Model specs to folders: `tiny:llava`, `tiny:qwen2-vl` and `tiny:world-base` are built offline (once, cached);
+anything else must be a local model folder. Only `srpo run` and the CLI resolve specs; every step and library
+function takes folders.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 from srpo.cache import cache_dir
 
 TINY_PREFIX = "tiny:"
-TINY_KINDS = ("llava", "world-base", "world-base-large")
+TINY_KINDS = ("llava", "world-base", "world-base-large", "qwen2-vl")
 TINY_VERSION = "v2"  # bump when the tiny model's recipe changes, so cached builds are not reused
 
 # Recipe fields that name a model, and the backend value under which they name a local model folder.
@@ -33,14 +34,14 @@ def resolve_model(spec: str, seed: int = 0) -> str:
         from srpo.world.teacher import corpus
 
         key = f"{TINY_VERSION}-{hashlib.sha256(chr(10).join(corpus(world)).encode()).hexdigest()[:8]}"
-        if kind == "llava":
-            from srpo.world.tiny_model import build_tiny_llava
+        if kind in ("llava", "qwen2-vl"):
+            from srpo.world import tiny_model
 
-            out = cache_dir() / f"tiny-llava-{key}"
+            out = cache_dir() / f"tiny-{kind}-{key}"
             if not (out / "config.json").exists():
-                build_tiny_llava(out)
+                (tiny_model.build_tiny_llava if kind == "llava" else tiny_model.build_tiny_qwen2_vl)(out)
             return str(out)
-        if kind in TINY_KINDS[1:]:
+        if kind in ("world-base", "world-base-large"):
             from srpo.world.pretrain import PRETRAIN_VERSION, build_world_base
             from srpo.world.scenes import world_spec
 
@@ -51,8 +52,9 @@ def resolve_model(spec: str, seed: int = 0) -> str:
                 print(f"building the world's base model for seed {seed} (once; cached in {out}) ...", flush=True)
                 build_world_base(out, seed=seed, steps=spec.pretrain_steps, world=world)
             return str(out)
-        raise ValueError(f"unknown tiny model {spec!r}; the built-in ones are 'tiny:llava' (random weights) and "
-                         "'tiny:world-base' (pretrained in the synthetic world)")
+        raise ValueError(f"unknown tiny model {spec!r}; the built-in ones are 'tiny:llava' and 'tiny:qwen2-vl' "
+                         "(random weights) and 'tiny:world-base', 'tiny:world-base-large' (pretrained in the "
+                         "synthetic world)")
     check_model_folder(spec)
     return str(spec)
 

@@ -62,6 +62,9 @@ def load_policy(path: str, *, trust_remote_code: bool = False, load_in_4bit: boo
         model = PeftModel.from_pretrained(model, path, is_trainable=train_adapter)
         if merge_adapter and not load_in_4bit:
             model = model.merge_and_unload()
+    from srpo.model_families import register_processors
+
+    register_processors()
     processor = AutoProcessor.from_pretrained(path if (Path(path) / "processor_config.json").exists() else base,
                                               trust_remote_code=trust_remote_code)
     return model, processor

@@ -16,7 +16,7 @@ LAYERS = [
     ("core", ["srpo", "srpo.schema", "srpo.chain", "srpo.runfolder", "srpo.steps", "srpo.configs",
               "srpo.train_configs", "srpo.cli_util", "srpo.clients", "srpo.cache", "srpo.refusal", "srpo.gate",
               "srpo.pairing", "srpo.chaos", "srpo.progress", "srpo.testing", "srpo.dream_prompts"]),
-    ("models", ["srpo.models", "srpo.training", "srpo.sharding", "srpo.vllm_backend"]),
+    ("models", ["srpo.models", "srpo.model_families", "srpo.training", "srpo.sharding", "srpo.vllm_backend"]),
     ("judges and world", ["srpo.judges", "srpo.world"]),
     ("evals and data_builders", ["srpo.evals", "data_builders"]),
     ("stages", ["srpo.stages"]),

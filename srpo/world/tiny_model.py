@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 
-def build_tiny_tokenizer(vocab_size: int = 1024, world: str = "small"):
+def build_tiny_tokenizer(vocab_size: int = 1024, world: str = "small", family: str = "llava"):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -22,12 +22,20 @@ def build_tiny_tokenizer(vocab_size: int = 1024, world: str = "small"):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>",
-                                                                        "<|im_end|>", "<image>"],
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
+    if family == "qwen2-vl":
+        special += ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     generic = ["I'm sorry, but I cannot help with that request.", "Sure, here is how to do it step by step.",
                "The picture shows a red square and a blue circle.", "Please describe what you see in the image."]
     tok.train_from_iterator(corpus(world) * 3 + generic, trainer=trainer)
+    if family == "qwen2-vl":
+        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>",
+                                       pad_token="<|endoftext|>", unk_token=None, chat_template=QWEN_CHAT_TEMPLATE,
+                                       padding_side="right",
+                                       extra_special_tokens={"image_token": "<|image_pad|>",
+                                                             "video_token": "<|video_pad|>"})
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>", unk_token=None, chat_template=LLAVA_CHAT_TEMPLATE,
                                    padding_side="right", extra_special_tokens={"image_token": "<image>"})
@@ -43,6 +51,71 @@ LLAVA_CHAT_TEMPLATE = (
     "{% endgeneration %}{{ '\\n' }}{% else %}{{ render(message['content']) }}<|im_end|>\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+# Qwen2-VL's layout (an image is <|vision_start|><|image_pad|><|vision_end|>, the processor expands the pad to the
+# image's grid), with the same {% generation %} markers.
+QWEN_CHAT_TEMPLATE = (
+    "{% macro render(content) %}{% if content is string %}{{ content }}{% else %}{% for part in content %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}{% endmacro %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ render(message['content']) }}<|im_end|>"
+    "{% endgeneration %}{{ '\\n' }}{% else %}{{ render(message['content']) }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_qwen2_vl(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, world: str = "small") -> None:
+    """A random tiny Qwen2-VL (32-d vision tower, 14 px patches merged 2x2; 56-112 px images -> 4-16 image tokens),
+    saved with srpo's image-only processor (srpo/model_families.py) so it loads without torchvision."""
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from srpo.model_families import Qwen2VLImageOnlyProcessor
+
+    torch.manual_seed(seed)
+    tok = build_tiny_tokenizer(world=world, family="qwen2-vl")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
+                                                     "<|vision_end|>", "<|im_end|>", "<|endoftext|>")}
+    head_dim = hidden // 4
+    text_config = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=2048, bos_token_id=None, eos_token_id=ids["<|im_end|>"],
+                       pad_token_id=ids["<|endoftext|>"],
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                        "mrope_section": _mrope_section(head_dim)})
+    vision_config = dict(depth=2, embed_dim=32, hidden_size=hidden, num_heads=2, mlp_ratio=2, patch_size=14,
+                         spatial_merge_size=2, temporal_patch_size=2)
+    config = Qwen2VLConfig(text_config=text_config, vision_config=vision_config, image_token_id=ids["<|image_pad|>"],
+                           video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                           vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=True)
+    model = Qwen2VLForConditionalGeneration(config)
+    processor = Qwen2VLImageOnlyProcessor(
+        image_processor=Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112), tokenizer=tok,
+        chat_template=QWEN_CHAT_TEMPLATE)
+    _save(model, processor, out)
+
+
+def _mrope_section(head_dim: int) -> list[int]:
+    """Qwen2-VL's multimodal rotary sections (time, height, width): they must sum to head_dim / 2."""
+    half = head_dim // 2
+    t = half // 4
+    hw = (half - t) // 2
+    return [t, hw, half - t - hw]
+
+
+def _save(model, processor, out: Path) -> None:
+    # Build into a temp folder and rename: a killed build never leaves a half model in the cache.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_tiny_llava(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, vision_hidden: int = 32,
@@ -69,14 +142,6 @@ def build_tiny_llava(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2
     processor = LlavaProcessor(image_processor=SiglipImageProcessorPil(size={"height": 32, "width": 32}),
                                tokenizer=tok, patch_size=8, vision_feature_select_strategy="full",
                                chat_template=LLAVA_CHAT_TEMPLATE, image_token="<image>", num_additional_image_tokens=0)
-    # Build into a temp folder and rename: a killed build never leaves a half model in the cache.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process built it first
-        shutil.rmtree(tmp, ignore_errors=True)
+    _save(model, processor, out)
 
 

@@ -1,0 +1,89 @@
+"""The VLM families srpo trains, each as a tiny random model built offline with its own processor class: the whole
+DPO pipeline (base -> build -> SFT -> sample -> judge -> pairs -> DPO -> eval -> gate, full fine-tuning) and a GRPO
+step with LoRA, the vision tower frozen by the family's own module names.
+
+    pytest -m families tests/test_families.py          (make test-families)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "recipes" / "tiny" / "smoke.yaml")
+# family -> (model spec, processor class, the vision tower's module name in the saved weights' keys)
+FAMILIES = {
+    "llava": ("tiny:llava", "LlavaProcessor", "vision_tower."),
+    "qwen2-vl": ("tiny:qwen2-vl", "Qwen2VLImageOnlyProcessor", "visual."),
+}
+
+pytestmark = [pytest.mark.families, pytest.mark.slow]
+
+
+def _weights(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(model_dir.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family_run(request, tiny_model, tmp_path_factory):
+    """The smoke recipe on the family's tiny model: one DPO iteration, then a GRPO step with LoRA from its SFT."""
+    from srpo.driver import Driver
+    from srpo.recipe import load_recipe
+
+    family = request.param
+    runs = tmp_path_factory.mktemp(f"family-{family}")
+    overrides = [f"run.run_runs_dir={runs}", f"run.run_model={FAMILIES[family][0]}", "run.run_iterations=1",
+                 "run.run_report_to=none"]
+    summary = Driver(load_recipe(SMOKE, overrides), SMOKE).run_all()
+    grpo = [*overrides, "run.run_name=grpo-lora", "run.run_rl_algorithm=grpo", "grpo.max_steps=2",
+            "grpo.max_completion_length=32", "grpo.use_lora=true", "grpo.beta=0.04", "grpo.logging_steps=1"]
+    grpo_summary = Driver(load_recipe(SMOKE, grpo), SMOKE).run_all()
+    return family, runs / "tiny-smoke", summary, runs / "grpo-lora", grpo_summary
+
+
+def test_the_dpo_pipeline_runs_and_learns_on_each_family(family_run):
+    from srpo.models import load_policy
+
+    family, run_dir, summary, _, _ = family_run
+    _, processor = load_policy(str(run_dir / "base" / "model"))
+    assert type(processor).__name__ == FAMILIES[family][1]
+    for step in ("data", "sft", "iter_000/eval", "iter_001/samples", "iter_001/judgments", "iter_001/pairs",
+                 "iter_001/dpo", "iter_001/eval", "iter_001/gate"):
+        assert (run_dir / step / "manifest.json").exists(), step
+    stats = {s: json.loads((run_dir / s / "manifest.json").read_text())["stats"] for s in ("sft", "iter_001/dpo")}
+    assert stats["sft"]["final_loss"] < 0.5 * stats["sft"]["first_loss"], stats["sft"]  # SFT learns the chains
+    assert stats["iter_001/dpo"]["trained"] and stats["iter_001/dpo"]["final_loss"] < 0.6931, stats["iter_001/dpo"]
+    items = [json.loads(line) for line in (run_dir / "iter_001" / "eval" / "items.jsonl").read_text().splitlines()]
+    assert items and all(i["response"] is not None for i in items)
+    assert summary["final_iteration"] in (0, 1)
+
+
+def test_the_vision_tower_stays_frozen_by_the_familys_own_names(family_run):
+    family, run_dir, _, _, _ = family_run
+    prefix = FAMILIES[family][2]
+    base, sft = _weights(run_dir / "base" / "model"), _weights(run_dir / "sft" / "model")
+    vision = [k for k in base if k.startswith(prefix) or f".{prefix}" in k]
+    assert vision, f"no {prefix}* weights in the {family} model: {sorted(base)[:5]}"
+    assert all(bool((base[k] == sft[k]).all()) for k in vision), "SFT moved the vision tower"
+    text = [k for k in base if k not in vision and "layers." in k and k in sft]  # the language model's blocks
+    assert any(not bool((base[k] == sft[k]).all()) for k in text), "SFT did not train the language model"
+
+
+def test_grpo_with_lora_runs_on_each_family(family_run):
+    family, _, _, grpo_dir, grpo_summary = family_run
+    step = grpo_dir / "iter_001" / "grpo"
+    stats = json.loads((step / "manifest.json").read_text())["stats"]
+    assert stats["global_step"] == 2 and stats["judgments"] == 16 and stats["judge_failure_rate"] == 0.0
+    adapter = json.loads((step / "model" / "adapter_config.json").read_text())
+    assert "visual" not in json.dumps(adapter["target_modules"]) and "vision" not in json.dumps(
+        adapter["target_modules"])
+    assert any("kl" in h for h in json.loads((step / "log_history.json").read_text()))
+    assert grpo_summary["feedback"]["rl_algorithm"] == "grpo"
