@@ -66,11 +66,18 @@ QWEN_CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_qwen2_vl(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, world: str = "small") -> None:
-    """A random tiny Qwen2-VL (32-d vision tower, 14 px patches merged 2x2; 56-112 px images -> 4-16 image tokens),
-    saved with srpo's image-only processor (srpo/model_families.py) so it loads without torchvision."""
+def build_tiny_qwen2_vl(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, world: str = "small",
+                        version: str = "2") -> None:
+    """A random tiny Qwen2-VL, or Qwen2.5-VL with version "2.5" (its windowed-attention vision tower): a 32-d vision
+    tower, 14 px patches merged 2x2 (56-112 px images -> 4-16 image tokens), saved with srpo's image-only processor
+    (srpo/model_families.py) so it loads without torchvision."""
     import torch
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+    )
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from srpo.model_families import Qwen2VLImageOnlyProcessor
@@ -86,12 +93,20 @@ def build_tiny_qwen2_vl(out: Path, seed: int = 0, hidden: int = 64, layers: int 
                        pad_token_id=ids["<|endoftext|>"],
                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                         "mrope_section": _mrope_section(head_dim)})
-    vision_config = dict(depth=2, embed_dim=32, hidden_size=hidden, num_heads=2, mlp_ratio=2, patch_size=14,
-                         spatial_merge_size=2, temporal_patch_size=2)
-    config = Qwen2VLConfig(text_config=text_config, vision_config=vision_config, image_token_id=ids["<|image_pad|>"],
-                           video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-                           vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=True)
-    model = Qwen2VLForConditionalGeneration(config)
+    tokens = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                  vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+                  tie_word_embeddings=True)
+    if version == "2":
+        vision_config = dict(depth=2, embed_dim=32, hidden_size=hidden, num_heads=2, mlp_ratio=2, patch_size=14,
+                             spatial_merge_size=2, temporal_patch_size=2)
+        model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text_config, vision_config=vision_config,
+                                                              **tokens))
+    else:
+        vision_config = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
+                             patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                             fullatt_block_indexes=[1])
+        model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text_config,
+                                                                    vision_config=vision_config, **tokens))
     processor = Qwen2VLImageOnlyProcessor(
         image_processor=Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112), tokenizer=tok,
         chat_template=QWEN_CHAT_TEMPLATE)
