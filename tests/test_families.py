@@ -17,6 +17,7 @@ SMOKE = str(ROOT / "recipes" / "tiny" / "smoke.yaml")
 # family -> (model spec, processor class, the vision tower's module name in the saved weights' keys)
 FAMILIES = {
     "llava": ("tiny:llava", "LlavaProcessor", "vision_tower."),
+    "llava-next": ("tiny:llava-next", "LlavaNextProcessor", "vision_tower."),
     "qwen2-vl": ("tiny:qwen2-vl", "Qwen2VLImageOnlyProcessor", "visual."),
     "qwen2.5-vl": ("tiny:qwen2.5-vl", "Qwen2VLImageOnlyProcessor", "visual."),
 }

@@ -133,6 +133,46 @@ def _save(model, processor, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _llava_configs(tok, hidden: int, layers: int, vision_hidden: int) -> tuple[dict, dict]:
+    """The LLaVA families' Qwen2 text model and SigLIP vision tower (32 px images, 8 px patches)."""
+    text_config = dict(model_type="qwen2", vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=1024, bos_token_id=None,
+                       eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                       pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"))
+    vision_config = dict(model_type="siglip_vision_model", hidden_size=vision_hidden,
+                         intermediate_size=2 * vision_hidden, num_hidden_layers=2, num_attention_heads=2,
+                         image_size=32, patch_size=8)
+    return text_config, vision_config
+
+
+def build_tiny_llava_next(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, vision_hidden: int = 32,
+                          world: str = "small") -> None:
+    """A random tiny LLaVA-NeXT: the LLaVA one's towers with anyres tiling (grids of 32 px tiles up to 64 x 64: the
+    base view plus one to four tiles, 16 tokens each, and a newline token per tile row)."""
+    import torch
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    torch.manual_seed(seed)
+    tok = build_tiny_tokenizer(world=world)
+    text_config, vision_config = _llava_configs(tok, hidden, layers, vision_hidden)
+    text_config["max_position_embeddings"] = 2048
+    grid = [[32, 32], [32, 64], [64, 32], [64, 64]]
+    config = LlavaNextConfig(vision_config=vision_config, text_config=text_config,
+                             image_token_id=tok.convert_tokens_to_ids("<image>"),
+                             vision_feature_select_strategy="full", vision_feature_layer=-1, image_grid_pinpoints=grid,
+                             tie_word_embeddings=True)
+    model = LlavaNextForConditionalGeneration(config)
+    image_processor = LlavaNextImageProcessorPil(size={"height": 32, "width": 32},
+                                                 crop_size={"height": 32, "width": 32}, image_grid_pinpoints=grid,
+                                                 do_center_crop=False)
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tok, patch_size=8,
+                                   vision_feature_select_strategy="full", chat_template=LLAVA_CHAT_TEMPLATE,
+                                   image_token="<image>", num_additional_image_tokens=0)
+    _save(model, processor, out)
+
+
 def build_tiny_llava(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, vision_hidden: int = 32,
                      world: str = "small") -> None:
     """A random tiny LLaVA (SigLIP 32-d vision tower, 32 px images -> 16 image tokens; Qwen2 text model)."""
@@ -142,14 +182,7 @@ def build_tiny_llava(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2
 
     torch.manual_seed(seed)
     tok = build_tiny_tokenizer(world=world)
-    text_config = dict(model_type="qwen2", vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
-                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                       max_position_embeddings=1024, bos_token_id=None,
-                       eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                       pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"))
-    vision_config = dict(model_type="siglip_vision_model", hidden_size=vision_hidden,
-                         intermediate_size=2 * vision_hidden, num_hidden_layers=2, num_attention_heads=2,
-                         image_size=32, patch_size=8)
+    text_config, vision_config = _llava_configs(tok, hidden, layers, vision_hidden)
     config = LlavaConfig(vision_config=vision_config, text_config=text_config,
                          image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="full",
                          vision_feature_layer=-1, projector_hidden_act="gelu", tie_word_embeddings=True)
