@@ -11,7 +11,7 @@ from pathlib import Path
 from srpo.cache import cache_dir
 
 TINY_PREFIX = "tiny:"
-TINY_KINDS = ("llava", "world-base", "world-base-large", "qwen2-vl", "qwen2.5-vl", "llava-next")
+TINY_KINDS = ("llava", "world-base", "world-base-large", "qwen2-vl", "qwen2.5-vl", "llava-next", "gemma3")
 TINY_VERSION = "v2"  # bump when the tiny model's recipe changes, so cached builds are not reused
 
 # Recipe fields that name a model, and the backend value under which they name a local model folder.
@@ -34,7 +34,7 @@ def resolve_model(spec: str, seed: int = 0) -> str:
         from srpo.world.teacher import corpus
 
         key = f"{TINY_VERSION}-{hashlib.sha256(chr(10).join(corpus(world)).encode()).hexdigest()[:8]}"
-        if kind in ("llava", "llava-next", "qwen2-vl", "qwen2.5-vl"):
+        if kind in ("llava", "llava-next", "qwen2-vl", "qwen2.5-vl", "gemma3"):
             from srpo.world import tiny_model
 
             out = cache_dir() / f"tiny-{kind}-{key}"
@@ -43,6 +43,8 @@ def resolve_model(spec: str, seed: int = 0) -> str:
                     tiny_model.build_tiny_llava(out)
                 elif kind == "llava-next":
                     tiny_model.build_tiny_llava_next(out)
+                elif kind == "gemma3":
+                    tiny_model.build_tiny_gemma3(out)
                 else:
                     tiny_model.build_tiny_qwen2_vl(out, version=kind[len("qwen"):-len("-vl")])
             return str(out)
@@ -57,9 +59,9 @@ def resolve_model(spec: str, seed: int = 0) -> str:
                 print(f"building the world's base model for seed {seed} (once; cached in {out}) ...", flush=True)
                 build_world_base(out, seed=seed, steps=spec.pretrain_steps, world=world)
             return str(out)
-        raise ValueError(f"unknown tiny model {spec!r}; the built-in ones are 'tiny:llava', 'tiny:llava-next', "
-                         "'tiny:qwen2-vl' and 'tiny:qwen2.5-vl' (random weights), 'tiny:world-base' and "
-                         "'tiny:world-base-large' (pretrained in the synthetic world)")
+        raise ValueError(f"unknown tiny model {spec!r}; the built-in ones are "
+                         + ", ".join(f"'{TINY_PREFIX}{k}'" for k in TINY_KINDS) + " ('world-base*' are pretrained "
+                         "in the synthetic world, the others have random weights)")
     check_model_folder(spec)
     return str(spec)
 

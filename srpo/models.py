@@ -110,8 +110,11 @@ def generate(model, processor, prompts: list[tuple[str, object]], *, max_new_tok
                                            tokenize=False) for q, img in prompts]
     if prefixes is not None:
         texts = [text + prefix for text, prefix in zip(texts, prefixes, strict=True)]
-    images = [img for _, img in prompts if img is not None]
-    inputs = processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+    # One list of images per prompt (empty for a text-only one): Gemma 3's processor counts them per sample, and
+    # every family accepts the nested form (measured: the same tensors as the flat list for LLaVA, LLaVA-NeXT,
+    # Qwen2-VL and Qwen2.5-VL).
+    images = [[img] if img is not None else [] for _, img in prompts]
+    inputs = processor(text=texts, images=images if any(images) else None, return_tensors="pt", padding=True)
     inputs = {k_: v.to(model.device) for k_, v in inputs.items()}
     torch.manual_seed(seed)
     gen_kwargs = dict(max_new_tokens=max_new_tokens, num_return_sequences=k, do_sample=do_sample,

@@ -18,6 +18,7 @@ SMOKE = str(ROOT / "recipes" / "tiny" / "smoke.yaml")
 FAMILIES = {
     "llava": ("tiny:llava", "LlavaProcessor", "vision_tower."),
     "llava-next": ("tiny:llava-next", "LlavaNextProcessor", "vision_tower."),
+    "gemma3": ("tiny:gemma3", "Gemma3Processor", "vision_tower."),
     "qwen2-vl": ("tiny:qwen2-vl", "Qwen2VLImageOnlyProcessor", "visual."),
     "qwen2.5-vl": ("tiny:qwen2.5-vl", "Qwen2VLImageOnlyProcessor", "visual."),
 }

@@ -117,7 +117,7 @@ class PromptMeter:
             size = im.size
         if size not in self._image_tokens:
             probe = self._prompt("x", True)
-            expanded = self.processor(text=[probe], images=[Image.new("RGB", size)])["input_ids"][0]
+            expanded = self.processor(text=[probe], images=[[Image.new("RGB", size)]])["input_ids"][0]
             self._image_tokens[size] = len(expanded) - self._length(probe)
         return self._image_tokens[size]
 

@@ -25,11 +25,21 @@ def build_tiny_tokenizer(vocab_size: int = 1024, world: str = "small", family: s
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
     if family == "qwen2-vl":
         special += ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    if family == "gemma3":
+        special = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+                   "<end_of_image>", "<image_soft_token>"]
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     generic = ["I'm sorry, but I cannot help with that request.", "Sure, here is how to do it step by step.",
                "The picture shows a red square and a blue circle.", "Please describe what you see in the image."]
     tok.train_from_iterator(corpus(world) * 3 + generic, trainer=trainer)
+    if family == "gemma3":
+        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<end_of_turn>",
+                                       pad_token="<pad>", unk_token=None, chat_template=GEMMA3_CHAT_TEMPLATE,
+                                       padding_side="right",
+                                       extra_special_tokens={"boi_token": "<start_of_image>",
+                                                             "eoi_token": "<end_of_image>",
+                                                             "image_token": "<image_soft_token>"})
     if family == "qwen2-vl":
         return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>",
                                        pad_token="<|endoftext|>", unk_token=None, chat_template=QWEN_CHAT_TEMPLATE,
@@ -64,6 +74,45 @@ QWEN_CHAT_TEMPLATE = (
     "{% endgeneration %}{{ '\\n' }}{% else %}{{ render(message['content']) }}<|im_end|>\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+# Gemma 3's turns (<start_of_turn>user / model) with its image marker, which the processor expands to
+# <start_of_image> + the image's soft tokens + <end_of_image>; the same {% generation %} markers.
+GEMMA3_CHAT_TEMPLATE = (
+    "{% macro render(content) %}{% if content is string %}{{ content }}{% else %}{% for part in content %}"
+    "{% if part['type'] == 'image' %}<start_of_image>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{% endmacro %}"
+    "{% for message in messages %}<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}"
+    "\n{% if message['role'] == 'assistant' %}{% generation %}{{ render(message['content']) }}<end_of_turn>"
+    "{% endgeneration %}{{ '\\n' }}{% else %}{{ render(message['content']) }}<end_of_turn>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def build_tiny_gemma3(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, world: str = "small") -> None:
+    """A random tiny Gemma 3: a SigLIP vision tower (32 px images, 8 px patches) pooled to 4 soft tokens per image,
+    a Gemma 3 text model with sliding-window layers."""
+    import torch
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    torch.manual_seed(seed)
+    tok = build_tiny_tokenizer(world=world, family="gemma3")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<pad>", "<bos>", "<end_of_turn>", "<start_of_image>",
+                                                     "<end_of_image>", "<image_soft_token>")}
+    text_config = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4,
+                       max_position_embeddings=1024, sliding_window=64, bos_token_id=ids["<bos>"],
+                       eos_token_id=ids["<end_of_turn>"], pad_token_id=ids["<pad>"])
+    vision_config = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, image_size=32, patch_size=8)
+    config = Gemma3Config(text_config=text_config, vision_config=vision_config, mm_tokens_per_image=4,
+                          boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"],
+                          image_token_index=ids["<image_soft_token>"], tie_word_embeddings=True)
+    model = Gemma3ForConditionalGeneration(config)
+    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": 32, "width": 32}),
+                                tokenizer=tok, chat_template=GEMMA3_CHAT_TEMPLATE, image_seq_length=4)
+    _save(model, processor, out)
 
 
 def build_tiny_qwen2_vl(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, world: str = "small",
