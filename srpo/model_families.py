@@ -1,10 +1,10 @@
 """What some VLM families need beyond `AutoModelForImageTextToText` / `AutoProcessor` (loaded by srpo/models.py).
 
-Qwen2-VL and Qwen2.5-VL: transformers' stock processors demand a video processor, and every video processor needs
-torchvision, which has no build matching the CPU torch here. srpo trains on images only, so it registers an
-image-only processor for these configs: the stock image path (Qwen's image processor, `image_grid_thw`, the
-<|image_pad|> expansion) unchanged, no video processor. A folder saved with it reloads through `AutoProcessor` once
-`register_processors()` has run (load_policy calls it).
+Qwen2-VL, Qwen2.5-VL and LLaVA-OneVision: transformers' stock processors demand a video processor, and every video
+processor needs torchvision, which has no build matching the CPU torch here. srpo trains on images only, so it
+registers an image-only processor for these configs: the stock image path (the family's image processor, Qwen's
+`image_grid_thw` and <|image_pad|> expansion, OneVision's anyres) unchanged, no video processor. A folder saved with
+it reloads through `AutoProcessor` once `register_processors()` has run (load_policy calls it).
 """
 
 from __future__ import annotations
@@ -27,7 +27,25 @@ def _classes():
             self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    return {"Qwen2VLImageOnlyProcessor": Qwen2VLImageOnlyProcessor}
+    from transformers.models.llava_onevision.processing_llava_onevision import LlavaOnevisionProcessor
+
+    class LlavaOnevisionImageOnlyProcessor(LlavaOnevisionProcessor):
+        """LLaVA-OneVision's processor for images only (no video processor, so no torchvision)."""
+
+        def __init__(self, image_processor=None, tokenizer=None, num_image_tokens=None,
+                     vision_feature_select_strategy=None, chat_template=None, image_token="<image>",
+                     video_token="<video>", vision_aspect_ratio="anyres_max_9", **kwargs):
+            self.num_image_tokens = num_image_tokens
+            self.vision_feature_select_strategy = vision_feature_select_strategy
+            self.image_token = getattr(tokenizer, "image_token", None) or image_token
+            self.video_token = getattr(tokenizer, "video_token", None) or video_token
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            self.vision_aspect_ratio = vision_aspect_ratio
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    return {"Qwen2VLImageOnlyProcessor": Qwen2VLImageOnlyProcessor,
+            "LlavaOnevisionImageOnlyProcessor": LlavaOnevisionImageOnlyProcessor}
 
 
 def __getattr__(name: str):
@@ -40,7 +58,9 @@ def __getattr__(name: str):
 @functools.cache
 def register_processors() -> None:
     """Register the image-only processors with AutoProcessor (once per process)."""
-    from transformers import AutoProcessor, Qwen2_5_VLConfig, Qwen2VLConfig
+    from transformers import AutoProcessor, LlavaOnevisionConfig, Qwen2_5_VLConfig, Qwen2VLConfig
 
+    classes = _classes()
     for config in (Qwen2VLConfig, Qwen2_5_VLConfig):
-        AutoProcessor.register(config, _classes()["Qwen2VLImageOnlyProcessor"], exist_ok=True)
+        AutoProcessor.register(config, classes["Qwen2VLImageOnlyProcessor"], exist_ok=True)
+    AutoProcessor.register(LlavaOnevisionConfig, classes["LlavaOnevisionImageOnlyProcessor"], exist_ok=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from srpo.cache import cache_dir
 
 TINY_PREFIX = "tiny:"
-TINY_KINDS = ("llava", "world-base", "world-base-large", "qwen2-vl", "qwen2.5-vl", "llava-next", "gemma3")
+TINY_KINDS = ("llava", "world-base", "world-base-large", "qwen2-vl", "qwen2.5-vl", "llava-next", "gemma3", "llava-onevision")
 TINY_VERSION = "v2"  # bump when the tiny model's recipe changes, so cached builds are not reused
 
 # Recipe fields that name a model, and the backend value under which they name a local model folder.
@@ -34,7 +34,7 @@ def resolve_model(spec: str, seed: int = 0) -> str:
         from srpo.world.teacher import corpus
 
         key = f"{TINY_VERSION}-{hashlib.sha256(chr(10).join(corpus(world)).encode()).hexdigest()[:8]}"
-        if kind in ("llava", "llava-next", "qwen2-vl", "qwen2.5-vl", "gemma3"):
+        if kind in ("llava", "llava-next", "llava-onevision", "qwen2-vl", "qwen2.5-vl", "gemma3"):
             from srpo.world import tiny_model
 
             out = cache_dir() / f"tiny-{kind}-{key}"
@@ -45,6 +45,8 @@ def resolve_model(spec: str, seed: int = 0) -> str:
                     tiny_model.build_tiny_llava_next(out)
                 elif kind == "gemma3":
                     tiny_model.build_tiny_gemma3(out)
+                elif kind == "llava-onevision":
+                    tiny_model.build_tiny_llava_onevision(out)
                 else:
                     tiny_model.build_tiny_qwen2_vl(out, version=kind[len("qwen"):-len("-vl")])
             return str(out)

@@ -18,6 +18,7 @@ SMOKE = str(ROOT / "recipes" / "tiny" / "smoke.yaml")
 FAMILIES = {
     "llava": ("tiny:llava", "LlavaProcessor", "vision_tower."),
     "llava-next": ("tiny:llava-next", "LlavaNextProcessor", "vision_tower."),
+    "llava-onevision": ("tiny:llava-onevision", "LlavaOnevisionImageOnlyProcessor", "vision_tower."),
     "gemma3": ("tiny:gemma3", "Gemma3Processor", "vision_tower."),
     "qwen2-vl": ("tiny:qwen2-vl", "Qwen2VLImageOnlyProcessor", "visual."),
     "qwen2.5-vl": ("tiny:qwen2.5-vl", "Qwen2VLImageOnlyProcessor", "visual."),
@@ -35,27 +36,33 @@ def _weights(model_dir: Path) -> dict:
     return out
 
 
+# TRL 1.16's GRPOTrainer forwards every processor output to its log-probability pass, and LLaVA-OneVision's
+# processor returns `batch_num_images`, which that pass does not take: "GRPOTrainer._get_per_token_logps_and_entropies()
+# got an unexpected keyword argument 'batch_num_images'". Iterative DPO is unaffected.
+GRPO_FAILS = {"llava-onevision": TypeError}
+
+
+def _overrides(family: str, runs: Path) -> list[str]:
+    return [f"run.run_runs_dir={runs}", f"run.run_model={FAMILIES[family][0]}", "run.run_iterations=1",
+            "run.run_report_to=none"]
+
+
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def family_run(request, tiny_model, tmp_path_factory):
-    """The smoke recipe on the family's tiny model: one DPO iteration, then a GRPO step with LoRA from its SFT."""
+    """The smoke recipe on the family's tiny model: one DPO iteration."""
     from srpo.driver import Driver
     from srpo.recipe import load_recipe
 
     family = request.param
     runs = tmp_path_factory.mktemp(f"family-{family}")
-    overrides = [f"run.run_runs_dir={runs}", f"run.run_model={FAMILIES[family][0]}", "run.run_iterations=1",
-                 "run.run_report_to=none"]
-    summary = Driver(load_recipe(SMOKE, overrides), SMOKE).run_all()
-    grpo = [*overrides, "run.run_name=grpo-lora", "run.run_rl_algorithm=grpo", "grpo.max_steps=2",
-            "grpo.max_completion_length=32", "grpo.use_lora=true", "grpo.beta=0.04", "grpo.logging_steps=1"]
-    grpo_summary = Driver(load_recipe(SMOKE, grpo), SMOKE).run_all()
-    return family, runs / "tiny-smoke", summary, runs / "grpo-lora", grpo_summary
+    summary = Driver(load_recipe(SMOKE, _overrides(family, runs)), SMOKE).run_all()
+    return family, runs / "tiny-smoke", summary
 
 
 def test_the_dpo_pipeline_runs_and_learns_on_each_family(family_run):
     from srpo.models import load_policy
 
-    family, run_dir, summary, _, _ = family_run
+    family, run_dir, summary = family_run
     _, processor = load_policy(str(run_dir / "base" / "model"))
     assert type(processor).__name__ == FAMILIES[family][1]
     for step in ("data", "sft", "iter_000/eval", "iter_001/samples", "iter_001/judgments", "iter_001/pairs",
@@ -70,7 +77,7 @@ def test_the_dpo_pipeline_runs_and_learns_on_each_family(family_run):
 
 
 def test_the_vision_tower_stays_frozen_by_the_familys_own_names(family_run):
-    family, run_dir, _, _, _ = family_run
+    family, run_dir, _ = family_run
     prefix = FAMILIES[family][2]
     base, sft = _weights(run_dir / "base" / "model"), _weights(run_dir / "sft" / "model")
     vision = [k for k in base if k.startswith(prefix) or f".{prefix}" in k]
@@ -80,13 +87,22 @@ def test_the_vision_tower_stays_frozen_by_the_familys_own_names(family_run):
     assert any(not bool((base[k] == sft[k]).all()) for k in text), "SFT did not train the language model"
 
 
-def test_grpo_with_lora_runs_on_each_family(family_run):
-    family, _, _, grpo_dir, grpo_summary = family_run
-    step = grpo_dir / "iter_001" / "grpo"
+@pytest.mark.parametrize("family", [
+    pytest.param(f, marks=pytest.mark.xfail(raises=GRPO_FAILS[f], strict=True, reason="TRL 1.16: batch_num_images"))
+    if f in GRPO_FAILS else f for f in sorted(FAMILIES)])
+def test_grpo_with_lora_runs_on_each_family(family, tiny_model, tmp_path):
+    """A GRPO iteration with LoRA (beta 0.04: the KL to the adapter-disabled policy) from the family's SFT model."""
+    from srpo.driver import Driver
+    from srpo.recipe import load_recipe
+
+    grpo = [*_overrides(family, tmp_path), "sft.max_steps=20", "run.run_rl_algorithm=grpo", "grpo.max_steps=2",
+            "grpo.max_completion_length=32", "grpo.use_lora=true", "grpo.beta=0.04", "grpo.logging_steps=1"]
+    summary = Driver(load_recipe(SMOKE, grpo), SMOKE).run_all()
+    step = tmp_path / "tiny-smoke" / "iter_001" / "grpo"
     stats = json.loads((step / "manifest.json").read_text())["stats"]
     assert stats["global_step"] == 2 and stats["judgments"] == 16 and stats["judge_failure_rate"] == 0.0
     adapter = json.loads((step / "model" / "adapter_config.json").read_text())
     assert "visual" not in json.dumps(adapter["target_modules"]) and "vision" not in json.dumps(
         adapter["target_modules"])
     assert any("kl" in h for h in json.loads((step / "log_history.json").read_text()))
-    assert grpo_summary["feedback"]["rl_algorithm"] == "grpo"
+    assert summary["feedback"]["rl_algorithm"] == "grpo"

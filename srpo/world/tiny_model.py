@@ -25,6 +25,8 @@ def build_tiny_tokenizer(vocab_size: int = 1024, world: str = "small", family: s
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
     if family == "qwen2-vl":
         special += ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    if family == "llava-onevision":
+        special += ["<video>"]
     if family == "gemma3":
         special = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
                    "<end_of_image>", "<image_soft_token>"]
@@ -46,9 +48,10 @@ def build_tiny_tokenizer(vocab_size: int = 1024, world: str = "small", family: s
                                        padding_side="right",
                                        extra_special_tokens={"image_token": "<|image_pad|>",
                                                              "video_token": "<|video_pad|>"})
+    extra = {"image_token": "<image>", **({"video_token": "<video>"} if family == "llava-onevision" else {})}
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>", unk_token=None, chat_template=LLAVA_CHAT_TEMPLATE,
-                                   padding_side="right", extra_special_tokens={"image_token": "<image>"})
+                                   padding_side="right", extra_special_tokens=extra)
 
 
 # LLaVA-style template with {% generation %} markers so TRL's assistant_only_loss can mask the prompt.
@@ -219,6 +222,38 @@ def build_tiny_llava_next(out: Path, seed: int = 0, hidden: int = 64, layers: in
     processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tok, patch_size=8,
                                    vision_feature_select_strategy="full", chat_template=LLAVA_CHAT_TEMPLATE,
                                    image_token="<image>", num_additional_image_tokens=0)
+    _save(model, processor, out)
+
+
+def build_tiny_llava_onevision(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, vision_hidden: int = 32,
+                               world: str = "small") -> None:
+    """A random tiny LLaVA-OneVision: the LLaVA towers with OneVision's anyres tiling (32 px tiles up to 64 x 64),
+    saved with srpo's image-only processor (srpo/model_families.py) so it loads without torchvision."""
+    import torch
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    from srpo.model_families import LlavaOnevisionImageOnlyProcessor
+
+    torch.manual_seed(seed)
+    tok = build_tiny_tokenizer(world=world, family="llava-onevision")
+    text_config, vision_config = _llava_configs(tok, hidden, layers, vision_hidden)
+    text_config["max_position_embeddings"] = 2048
+    grid = [[32, 32], [32, 64], [64, 32], [64, 64]]
+    config = LlavaOnevisionConfig(vision_config=vision_config, text_config=text_config,
+                                  image_token_id=tok.convert_tokens_to_ids("<image>"),
+                                  video_token_id=tok.convert_tokens_to_ids("<video>"),
+                                  vision_feature_select_strategy="full", vision_feature_layer=-1,
+                                  image_grid_pinpoints=grid, vision_aspect_ratio="anyres_max_9",
+                                  tie_word_embeddings=True)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": 32, "width": 32}, image_grid_pinpoints=grid)
+    processor = LlavaOnevisionImageOnlyProcessor(image_processor=image_processor, tokenizer=tok,
+                                                 num_image_tokens=16, vision_feature_select_strategy="full",
+                                                 chat_template=LLAVA_CHAT_TEMPLATE,
+                                                 vision_aspect_ratio="anyres_max_9")
     _save(model, processor, out)
 
 
