@@ -11,7 +11,8 @@ from pathlib import Path
 from srpo.cache import cache_dir
 
 TINY_PREFIX = "tiny:"
-TINY_KINDS = ("llava", "world-base", "world-base-large", "qwen2-vl", "qwen2.5-vl", "llava-next", "gemma3", "llava-onevision")
+TINY_KINDS = ("llava", "world-base", "world-base-large", "qwen2-vl", "qwen2.5-vl", "llava-next", "gemma3",
+              "llava-onevision")
 TINY_VERSION = "v2"  # bump when the tiny model's recipe changes, so cached builds are not reused
 
 # Recipe fields that name a model, and the backend value under which they name a local model folder.

@@ -37,8 +37,9 @@ def _weights(model_dir: Path) -> dict:
 
 
 # TRL 1.16's GRPOTrainer forwards every processor output to its log-probability pass, and LLaVA-OneVision's
-# processor returns `batch_num_images`, which that pass does not take: "GRPOTrainer._get_per_token_logps_and_entropies()
-# got an unexpected keyword argument 'batch_num_images'". Iterative DPO is unaffected.
+# processor returns `batch_num_images`, which that pass does not take:
+# "GRPOTrainer._get_per_token_logps_and_entropies() got an unexpected keyword argument 'batch_num_images'".
+# Iterative DPO is unaffected.
 GRPO_FAILS = {"llava-onevision": TypeError}
 
 
