@@ -1,6 +1,6 @@
 """What some VLM families need beyond `AutoModelForImageTextToText` / `AutoProcessor` (loaded by srpo/models.py).
 
-Qwen2-VL, Qwen2.5-VL and LLaVA-OneVision: transformers' stock processors demand a video processor, and every video
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision: transformers' stock processors demand a video processor, and every video
 processor needs torchvision, which has no build matching the CPU torch here. srpo trains on images only, so it
 registers an image-only processor for these configs: the stock image path (the family's image processor, Qwen's
 `image_grid_thw` and <|image_pad|> expansion, OneVision's anyres) unchanged, no video processor. A folder saved with
@@ -28,6 +28,18 @@ def _classes():
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
     from transformers.models.llava_onevision.processing_llava_onevision import LlavaOnevisionProcessor
+    from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+
+    class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
+        """Qwen3-VL's processor for images only (no video processor, so no torchvision)."""
+
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            for name, default in (("image_token", "<|image_pad|>"), ("video_token", "<|video_pad|>"),
+                                  ("vision_start_token", "<|vision_start|>"), ("vision_end_token", "<|vision_end|>")):
+                token = getattr(tokenizer, name, None) or default
+                setattr(self, name, token)
+                setattr(self, f"{name}_id", tokenizer.convert_tokens_to_ids(token))
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
     class LlavaOnevisionImageOnlyProcessor(LlavaOnevisionProcessor):
         """LLaVA-OneVision's processor for images only (no video processor, so no torchvision)."""
@@ -45,6 +57,7 @@ def _classes():
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
     return {"Qwen2VLImageOnlyProcessor": Qwen2VLImageOnlyProcessor,
+            "Qwen3VLImageOnlyProcessor": Qwen3VLImageOnlyProcessor,
             "LlavaOnevisionImageOnlyProcessor": LlavaOnevisionImageOnlyProcessor}
 
 
@@ -58,9 +71,10 @@ def __getattr__(name: str):
 @functools.cache
 def register_processors() -> None:
     """Register the image-only processors with AutoProcessor (once per process)."""
-    from transformers import AutoProcessor, LlavaOnevisionConfig, Qwen2_5_VLConfig, Qwen2VLConfig
+    from transformers import AutoProcessor, LlavaOnevisionConfig, Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
 
     classes = _classes()
     for config in (Qwen2VLConfig, Qwen2_5_VLConfig):
         AutoProcessor.register(config, classes["Qwen2VLImageOnlyProcessor"], exist_ok=True)
+    AutoProcessor.register(Qwen3VLConfig, classes["Qwen3VLImageOnlyProcessor"], exist_ok=True)
     AutoProcessor.register(LlavaOnevisionConfig, classes["LlavaOnevisionImageOnlyProcessor"], exist_ok=True)

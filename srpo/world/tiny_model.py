@@ -120,19 +120,22 @@ def build_tiny_gemma3(out: Path, seed: int = 0, hidden: int = 64, layers: int = 
 
 def build_tiny_qwen2_vl(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, world: str = "small",
                         version: str = "2") -> None:
-    """A random tiny Qwen2-VL, or Qwen2.5-VL with version "2.5" (its windowed-attention vision tower): a 32-d vision
-    tower, 14 px patches merged 2x2 (56-112 px images -> 4-16 image tokens), saved with srpo's image-only processor
-    (srpo/model_families.py) so it loads without torchvision."""
+    """A random tiny Qwen2-VL, Qwen2.5-VL (version "2.5": its windowed-attention vision tower) or Qwen3-VL (version
+    "3": 16 px patches, deepstack features, interleaved mrope): a 32-d vision tower, patches merged 2x2 (56-128 px
+    images -> 4-16 image tokens), saved with srpo's image-only processor (srpo/model_families.py) so it loads without
+    torchvision."""
     import torch
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2VLConfig,
         Qwen2VLForConditionalGeneration,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
     )
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from srpo.model_families import Qwen2VLImageOnlyProcessor
+    from srpo.model_families import Qwen2VLImageOnlyProcessor, Qwen3VLImageOnlyProcessor
 
     torch.manual_seed(seed)
     tok = build_tiny_tokenizer(world=world, family="qwen2-vl")
@@ -153,12 +156,26 @@ def build_tiny_qwen2_vl(out: Path, seed: int = 0, hidden: int = 64, layers: int 
                              spatial_merge_size=2, temporal_patch_size=2)
         model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text_config, vision_config=vision_config,
                                                               **tokens))
-    else:
+    elif version == "2.5":
         vision_config = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
                              patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
                              fullatt_block_indexes=[1])
         model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text_config,
                                                                     vision_config=vision_config, **tokens))
+    else:
+        text_config["head_dim"] = head_dim
+        text_config["rope_parameters"]["mrope_interleaved"] = True
+        vision_config = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
+                             patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
+                             deepstack_visual_indexes=[0])
+        model = Qwen3VLForConditionalGeneration(Qwen3VLConfig(text_config=text_config, vision_config=vision_config,
+                                                              **tokens))
+        processor = Qwen3VLImageOnlyProcessor(
+            image_processor=Qwen2VLImageProcessorPil(min_pixels=64 * 64, max_pixels=128 * 128, patch_size=16,
+                                                     merge_size=2),
+            tokenizer=tok, chat_template=QWEN_CHAT_TEMPLATE)
+        _save(model, processor, out)
+        return
     processor = Qwen2VLImageOnlyProcessor(
         image_processor=Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112), tokenizer=tok,
         chat_template=QWEN_CHAT_TEMPLATE)
