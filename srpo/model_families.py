@@ -1,8 +1,8 @@
 """What some VLM families need beyond `AutoModelForImageTextToText` / `AutoProcessor` (loaded by srpo/models.py).
 
-Qwen2-VL, Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision: transformers' stock processors demand a video processor, and every video
-processor needs torchvision, which has no build matching the CPU torch here. srpo trains on images only, so it
-registers an image-only processor for these configs: the stock image path (the family's image processor, Qwen's
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision: transformers' stock processors demand a video processor, and
+every video processor needs torchvision, which has no build matching the CPU torch here. srpo trains on images only,
+so it registers an image-only processor for these configs: the stock image path (the family's image processor, Qwen's
 `image_grid_thw` and <|image_pad|> expansion, OneVision's anyres) unchanged, no video processor. A folder saved with
 it reloads through `AutoProcessor` once `register_processors()` has run (load_policy calls it).
 """
