@@ -34,7 +34,8 @@ def load_policy(path: str, *, trust_remote_code: bool = False, load_in_4bit: boo
         # skip patterns from the model root: "vision_tower" alone would silently not match.
         quantization = get_quantization_config(ModelConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            dtype="float32"))
-        quantization.llm_int8_skip_modules = ["model.vision_tower", "model.visual", "model.multi_modal_projector",
+        quantization.llm_int8_skip_modules = ["model.vision_tower", "model.visual", "model.vision_model",
+                                              "model.multi_modal_projector", "model.connector",
                                               "lm_head"]
         kwargs.update(device_map="cpu" if not torch.cuda.is_available() else None, quantization_config=quantization)
     try:

@@ -25,8 +25,9 @@ class ModelArgsMixin:
     lora_r: int = _help("LoRA rank.", default=16)
     lora_alpha: int = _help("LoRA alpha.", default=32)
     lora_target_modules: str = _help(
-        "Regex of the modules LoRA wraps; the default hits the language model only, never the vision tower.",
-        default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+        "Regex of the modules LoRA wraps; the default hits the language model only (`language_model`, Idefics3's "
+        "`text_model`), never the vision tower.",
+        default=r".*(language_model|text_model).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
     load_in_4bit: bool = _help("QLoRA: load the base in 4-bit NF4 via bitsandbytes (needs use_lora).", default=False)
     freeze_vision_tower: bool = _help("Keep the vision tower frozen (the papers' practice).", default=True)
     trust_remote_code: bool = _help("Run model code shipped with the checkpoint. Off unless you trust it.",

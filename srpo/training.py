@@ -15,6 +15,16 @@ _VOLATILE_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_
                   "train_loss"}
 
 
+# The vision tower's module name in each family: LLaVA, LLaVA-NeXT/OneVision and Gemma 3 `vision_tower`, Qwen2/2.5/3-VL
+# `visual`, Idefics3 and SmolVLM `vision_model`.
+VISION_MODULES = frozenset({"vision_tower", "visual", "vision_model"})
+
+
+def is_vision_tower(name: str) -> bool:
+    """Whether a parameter name belongs to the vision tower (a dotted component is one of VISION_MODULES)."""
+    return any(part in VISION_MODULES for part in name.split("."))
+
+
 def prepare_model(model, args):
     """Freeze the vision tower (the papers' practice) unless asked not to; QLoRA prep for 4-bit bases."""
     if args.load_in_4bit:
@@ -27,7 +37,7 @@ def prepare_model(model, args):
             param.requires_grad_(True)
     if args.freeze_vision_tower:
         for name, param in model.named_parameters():
-            if "vision_tower" in name or ".visual." in name or name.startswith("visual."):
+            if is_vision_tower(name):
                 param.requires_grad_(False)
     return model
 

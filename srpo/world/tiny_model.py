@@ -27,6 +27,8 @@ def build_tiny_tokenizer(vocab_size: int = 1024, world: str = "small", family: s
         special += ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     if family == "llava-onevision":
         special += ["<video>"]
+    if family == "idefics3":
+        special += ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>"]
     if family == "gemma3":
         special = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
                    "<end_of_image>", "<image_soft_token>"]
@@ -49,6 +51,9 @@ def build_tiny_tokenizer(vocab_size: int = 1024, world: str = "small", family: s
                                        extra_special_tokens={"image_token": "<|image_pad|>",
                                                              "video_token": "<|video_pad|>"})
     extra = {"image_token": "<image>", **({"video_token": "<video>"} if family == "llava-onevision" else {})}
+    if family == "idefics3":
+        extra.update(fake_image_token="<fake_token_around_image>", global_image_token="<global-img>",
+                     end_of_utterance_token="<end_of_utterance>")
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>", unk_token=None, chat_template=LLAVA_CHAT_TEMPLATE,
                                    padding_side="right", extra_special_tokens=extra)
@@ -271,6 +276,32 @@ def build_tiny_llava_onevision(out: Path, seed: int = 0, hidden: int = 64, layer
                                                  num_image_tokens=16, vision_feature_select_strategy="full",
                                                  chat_template=LLAVA_CHAT_TEMPLATE,
                                                  vision_aspect_ratio="anyres_max_9")
+    _save(model, processor, out)
+
+
+def build_tiny_idefics3(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, world: str = "small") -> None:
+    """A random tiny Idefics3 (the SmolVLM architecture): a SigLIP-like vision model (32 px images, 8 px patches), a
+    pixel-shuffle connector (scale 2: 4 tokens per image) and a Llama text model; no image splitting."""
+    import torch
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    torch.manual_seed(seed)
+    tok = build_tiny_tokenizer(world=world, family="idefics3")
+    pad, eos = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")
+    text_config = dict(model_type="llama", vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=1024, bos_token_id=None, eos_token_id=eos, pad_token_id=pad)
+    vision_config = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         image_size=32, patch_size=8)
+    config = Idefics3Config(text_config=text_config, vision_config=vision_config,
+                            image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2,
+                            tie_word_embeddings=True, pad_token_id=pad)
+    model = Idefics3ForConditionalGeneration(config)
+    image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
+                                                max_image_size={"longest_edge": 32})
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=4,
+                                  chat_template=LLAVA_CHAT_TEMPLATE)
     _save(model, processor, out)
 
 
