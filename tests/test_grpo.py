@@ -71,8 +71,8 @@ def test_grpo_iterations_train_evaluate_and_gate_like_dpo_ones(grpo_run):
     assert gate["metrics"]["1"]["judge_failure_rate"] == 0.0  # read from the grpo step, as from a judge step
     assert summary["feedback"] == {"judge_backend": "rule", "oracle": True, "rl_algorithm": "grpo",
                                    "note": summary["feedback"]["note"]}
-    assert summary["final_policy"].endswith(f"iter_{summary['final_iteration']:03d}/grpo/model") or \
-        summary["final_iteration"] == 0
+    final = summary["final_iteration"]
+    assert summary["final_policy"] == str(run_dir / ("sft" if final == 0 else f"iter_{final:03d}/grpo") / "model")
     report = (run_dir / "report" / "report.md").read_text()
     assert "ORACLE" in report
 
