@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -73,6 +74,10 @@ class RunArgs:
     run_iterations: int = _help("Number of RLAIF iterations T.", default=1)
     run_model: str = _help("Base model: a local HF folder, or 'tiny:llava' to build the tiny test model offline.",
                            default="tiny:llava")
+    run_image_processor: str | dict = _help(
+        "Settings of the base model's image processor for the whole run, written into base/model once: pixel "
+        "budgets such as Qwen's {max_pixels: 1003520, min_pixels: 200704}, Idefics3's {do_image_splitting: false}, "
+        "Gemma 3's {do_pan_and_scan: true}. A key the image processor ignores is refused.", default_factory=dict)
     run_accelerate_config: str | None = _help(
         "An accelerate config file (launch/accelerate/*.yaml). When set, training steps run as "
         "`accelerate launch --config_file <it> -m srpo.stages.<step>`; when unset they run in this process.",
@@ -109,6 +114,15 @@ class RunArgs:
             raise ValueError(f"run_iterations must be >= 1; got {self.run_iterations}")
         if "/" in self.run_name or not self.run_name:
             raise ValueError(f"run_name must be a plain folder name; got {self.run_name!r}")
+        if isinstance(self.run_image_processor, str):  # the command line's JSON form
+            try:
+                self.run_image_processor = json.loads(self.run_image_processor or "{}")
+            except json.JSONDecodeError as e:
+                raise ValueError(f"run_image_processor must be a mapping (a JSON object on the command line); got "
+                                 f"{self.run_image_processor[:80]!r}: {e}") from None
+        if not isinstance(self.run_image_processor, dict):
+            raise ValueError("run_image_processor must be a mapping of setting: value, e.g. {max_pixels: 1003520}; "
+                             f"got {type(self.run_image_processor).__name__}")
 
 
 @dataclass
@@ -119,6 +133,10 @@ class BuildArgs(StepArgs):
                               "(siuo, vlguard, mossbench, figstep, mm_harmfulbench, generic).", default="tiny")
     build_source_root: str | None = _help("Dataset root for file sources; image paths are confined to it.",
                                           default=None)
+    build_source_options: str | dict = _help(
+        "Options of the source's converter, e.g. {split: train} for VLGuard's train.json and train/ images, or "
+        "{file: ..., image_dir: ...} for files kept elsewhere under the root; `srpo validate` lists each source's "
+        "options when one is unknown. Paths stay inside build_source_root.", default_factory=dict)
     build_teacher: Literal["offline", "openai", "hf"] = _help(
         "Who writes the chains: 'offline' (deterministic, no model), 'openai' (any OpenAI-compatible endpoint) or "
         "'hf' (a local image-text-to-text model folder).", default="offline")
@@ -222,6 +240,18 @@ class BuildArgs(StepArgs):
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
             if getattr(self, name) and self.build_source != "world":
                 raise ValueError(f"{name} applies to build_source 'world' only; got {self.build_source!r}")
+        if isinstance(self.build_source_options, str):  # the command line's JSON form
+            try:
+                self.build_source_options = json.loads(self.build_source_options or "{}")
+            except json.JSONDecodeError as e:
+                raise ValueError(f"build_source_options must be a mapping (a JSON object on the command line); got "
+                                 f"{self.build_source_options[:80]!r}: {e}") from None
+        if not isinstance(self.build_source_options, dict):
+            raise ValueError("build_source_options must be a mapping of option: value, e.g. {split: train}; got "
+                             f"{type(self.build_source_options).__name__}")
+        if self.build_source_options and self.build_source in ("tiny", "world"):
+            raise ValueError(f"build_source_options applies to file sources; build_source {self.build_source!r} takes "
+                             f"none (got {sorted(self.build_source_options)})")
         if self.build_source not in ("tiny", "world") and not self.build_source_root:
             raise ValueError(f"build_source={self.build_source!r} needs build_source_root (the dataset folder)")
         if self.build_teacher in ("openai", "hf") and not self.build_teacher_model:

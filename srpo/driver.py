@@ -152,7 +152,9 @@ class Driver:
         data_dir = str(self.rf.step_dir("data"))
         base_model = str(self.rf.step_dir("base") / MODEL)
         self.execute("base", BaseArgs(run_dir=str(self.rf.root), step="base", seed=self.run.run_seed,
-                                      model_dir=resolve_model(self.run.run_model, seed=self.run.run_seed)))
+                                      model_dir=resolve_model(self.run.run_model, seed=self.run.run_seed),
+                                      image_processor=self.run.run_image_processor,
+                                      trust_remote_code=bool(self.recipe.get("sft", {}).get("trust_remote_code"))))
         self.execute("build", self.args("build", "data"))
         if self.run.run_eval_base:
             self.execute("evaluate", self.args("eval", "base/eval", policy_dir=base_model, data_dir=data_dir))

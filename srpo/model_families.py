@@ -78,3 +78,34 @@ def register_processors() -> None:
         AutoProcessor.register(config, classes["Qwen2VLImageOnlyProcessor"], exist_ok=True)
     AutoProcessor.register(Qwen3VLConfig, classes["Qwen3VLImageOnlyProcessor"], exist_ok=True)
     AutoProcessor.register(LlavaOnevisionConfig, classes["LlavaOnevisionImageOnlyProcessor"], exist_ok=True)
+
+
+_UNSET = object()
+
+
+def processor_with(model_dir: str, settings: dict, *, trust_remote_code: bool = False):
+    """The model's processor with `settings` applied to its image processor: the pixel budget of every step that
+    loads it (Qwen's min_pixels / max_pixels, Idefics' do_image_splitting and size, Gemma 3's do_pan_and_scan,
+    LLaVA-NeXT's image_grid_pinpoints). transformers drops a key the image processor does not know without a word; here
+    that is a ValueError naming the key and the processor's own settings."""
+    from transformers import AutoProcessor
+
+    register_processors()
+
+    def image_settings(**kw) -> dict:
+        processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=trust_remote_code, **kw)
+        image_processor = getattr(processor, "image_processor", None)
+        if image_processor is None:
+            raise ValueError(f"{model_dir}: {type(processor).__name__} has no image processor to apply "
+                             f"{sorted(settings)} to")
+        return image_processor.to_dict()
+
+    plain = image_settings()
+    for key, value in settings.items():
+        if image_settings(**{key: value}) == plain and plain.get(key, _UNSET) != value:
+            known = sorted(k for k in plain if not k.startswith("_") and k != "image_processor_type")
+            raise ValueError(f"{model_dir}: the image processor ({plain.get('image_processor_type', '?')}) ignores "
+                             f"the setting {key!r}; its settings are {', '.join(known)}"
+                             + (" (min_pixels / max_pixels set size's shortest_edge / longest_edge)"
+                                if "shortest_edge" in str(plain.get("size")) else ""))
+    return AutoProcessor.from_pretrained(model_dir, trust_remote_code=trust_remote_code, **settings)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -123,7 +124,10 @@ def validate(path: str | os.PathLike, overrides: list[str] = (), *, preflight: b
     recipe, problems = _check(path, overrides, preflight, None, None)
     if problems:
         head = f"recipe {path} was refused before any work ({len(problems)} problem{'s' * (len(problems) > 1)}):"
-        raise ConfigError(head + "\n  - " + "\n  - ".join(problems))
+        guide = Path(path).parent / "README.md"
+        tail = (f"\nHow to get this recipe's model and data in place, and the commands to run it: {guide}"
+                if preflight and guide.is_file() else "")
+        raise ConfigError(head + "\n  - " + "\n  - ".join(problems) + tail)
     return recipe
 
 
@@ -145,6 +149,7 @@ def _check(path, overrides, preflight: bool, deepspeed: str | None, world_size: 
             problems.append(f"{name} [eval]: {e}")
     problems += _launch_problems(recipe, name, deepspeed, world_size)
     problems += _world_problems(built, name)
+    problems += _source_problems(built, name)
     problems += _grpo_problems(built, name)
     if preflight and not problems:
         problems += _preflight(recipe, built, name)
@@ -221,6 +226,44 @@ def _world_problems(built: dict, name: str) -> list[str]:
     return []
 
 
+def _source_problems(built: dict, name: str) -> list[str]:
+    """The build's source: a known format, and options its converter takes."""
+    build = built.get("build")
+    if build is None or build.build_source in ("tiny", "world"):
+        return []
+    from data_builders.sources import CONVERTERS, check_options
+
+    if build.build_source not in CONVERTERS:
+        return [f"{name}: key 'build.build_source': unknown source {build.build_source!r}; the sources are tiny, "
+                "world, " + ", ".join(sorted(CONVERTERS))]
+    return [f"{name}: key 'build.build_source_options': {p}"
+            for p in check_options(build.build_source, build.build_source_options)]
+
+
+def _source_data_problems(build, name: str) -> list[str]:
+    """The preflight's look at the source's files: the converter run over them without decoding an image. Refused
+    when it cannot read them, or when no row (or only a minority, the rest for missing images: an archive not
+    unpacked where the converter looks) would survive."""
+    from data_builders.sources import SourceError, convert
+
+    where = f"{name}: key 'build.build_source_root'"
+    try:
+        result = convert(build.build_source, Path(build.build_source_root), require_images=build.build_require_images,
+                         **{**build.build_source_options, "check_images": False})
+    except SourceError as e:
+        return [f"{where}: {e}"]
+    reasons = Counter(q.reason_code for q in result.quarantined)
+    if result.rows_ok and reasons.get("image_missing", 0) <= result.rows_ok:
+        return []
+    if not result.rows_seen:
+        return [f"{where}: {build.build_source} found no rows under {build.build_source_root}"]
+    first = next((q for q in result.quarantined if q.reason_code == reasons.most_common(1)[0][0]), None)
+    example = f"; e.g. {first.file}, row {first.row}, field {first.field}: {first.message}" if first else ""
+    return [f"{where}: {result.rows_seen - result.rows_ok} of {result.rows_seen} {build.build_source} rows would be "
+            f"quarantined ({dict(reasons.most_common(3))}){example}. Put the data where the converter looks (see "
+            "docs/sources.md) or set build.build_source_options"]
+
+
 def _grpo_problems(built: dict, name: str) -> list[str]:
     """What GRPO cannot do with the recipe's judge (srpo/judges/scorers.py says the same at run time)."""
     run, judge = built.get("run"), built.get("judge")
@@ -258,6 +301,13 @@ def _preflight(recipe: dict, built: dict, name: str) -> list[str]:
 
     run, build, judge, ev = built["run"], built["build"], built["judge"], built["eval"]
     model("run.run_model", run.run_model)
+    if run.run_image_processor and not problems and not run.run_model.startswith(TINY_PREFIX):
+        from srpo.model_families import processor_with
+
+        try:
+            processor_with(run.run_model, run.run_image_processor)
+        except (ValueError, OSError) as e:
+            problems.append(f"{name}: key 'run.run_image_processor': {e}")
     if build.build_teacher == "hf":
         model("build.build_teacher_model", build.build_teacher_model)
     if judge.judge_backend == "hf" or (judge.judge_backend == "dream" and judge.judge_dream_model == "hf"):
@@ -267,6 +317,8 @@ def _preflight(recipe: dict, built: dict, name: str) -> list[str]:
     if build.build_source_root and not Path(build.build_source_root).is_dir():
         problems.append(f"{name}: key 'build.build_source_root': {build.build_source_root!r} is not a folder; give "
                         "the dataset folder the source's files are in")
+    elif build.build_source_root and build.build_source not in ("tiny", "world"):
+        problems += _source_data_problems(build, name)
     if run.run_accelerate_config:
         from srpo.launch_checks import machine_problems
 

@@ -213,10 +213,13 @@ def load_pairs(args: BuildArgs, folder: Path, rule=None) -> tuple[list[SSUIPair]
         pairs, quarantined = quarantine_long(pairs, rule, folder, args.build_source, args.build_strict) if rule \
             else (pairs, [])
         return pairs, quarantined, {"rows_read": read, "rows_converted": len(pairs), "warnings": {}}
-    from data_builders.sources import convert
+    from data_builders.sources import check_options, convert
 
+    problems = check_options(args.build_source, args.build_source_options)
+    if problems:
+        raise BuildError("build_source_options: " + "; ".join(problems))
     result = convert(args.build_source, Path(args.build_source_root), strict=args.build_strict,
-                     require_images=args.build_require_images, lengths=rule)
+                     require_images=args.build_require_images, lengths=rule, **args.build_source_options)
     for p in result.pairs:  # copy images in so the run folder is self-contained; paths stay confined to the root
         if p.image:
             dst = folder / IMAGES / p.image
