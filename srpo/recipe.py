@@ -143,7 +143,7 @@ def _check(path, overrides, preflight: bool, deepspeed: str | None, world_size: 
 
         ev = built["eval"]
         try:
-            check_suites(ev.eval_suites, ev.eval_gating_suites, ev.eval_data_root, files=preflight,
+            check_suites(ev.eval_suites, ev.eval_gating_suites, ev.eval_data_root, files=False,
                          dev_suites=ev.eval_dev_suites)
         except ValueError as e:
             problems.append(f"{name} [eval]: {e}")
@@ -319,6 +319,13 @@ def _preflight(recipe: dict, built: dict, name: str) -> list[str]:
                         "the dataset folder the source's files are in")
     elif build.build_source_root and build.build_source not in ("tiny", "world"):
         problems += _source_data_problems(build, name)
+    from srpo.evals.suites import check_suites
+
+    try:  # the static checks passed: what is left is the benchmark files on this machine
+        check_suites(ev.eval_suites, ev.eval_gating_suites, ev.eval_data_root, files=True,
+                     dev_suites=ev.eval_dev_suites)
+    except ValueError as e:
+        problems.append(f"{name}: key 'eval.eval_data_root': {e}")
     if run.run_accelerate_config:
         from srpo.launch_checks import machine_problems
 

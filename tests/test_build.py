@@ -497,3 +497,56 @@ def test_dev_and_test_keep_near_copies_together_and_follow_source_split_names():
         q.twin_of = p.twin_of
     assign_eval_splits(again, seed=0, dev_fraction=0.5)
     assert {p.id: p.meta["eval_split"] for p in again} == side  # seeded
+
+
+# ------------------------------------------------------------------------------------------------ source options
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sources"
+
+
+@pytest.fixture
+def vlguard_train(tmp_path) -> Path:
+    """VLGuard's folder with the fixture's train.json and its images under train/ (the hub's unzipped layout)."""
+    import shutil
+
+    root = tmp_path / "vlguard"
+    shutil.copytree(FIXTURES / "vlguard", root)
+    for r in json.loads((root / "data" / "train.json").read_text()):
+        (root / "train" / r["image"]).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), "green").save(root / "train" / r["image"])
+    return root
+
+
+def test_source_options_reach_the_converter(tmp_path, vlguard_train):
+    """{split: train} builds VLGuard's train split (train.json, images under train/), not its default test split."""
+    m = build.run(BuildArgs(run_dir=str(tmp_path / "run"), step="data", build_source="vlguard",
+                            build_source_root=str(vlguard_train), build_source_options={"split": "train"},
+                            build_eval_fraction=0.0))
+    pairs = read_jsonl(tmp_path / "run" / "data" / "pairs.jsonl")
+    assert m["stats"]["accounting"]["rows_read"] == 4 and len(pairs) == 7
+    assert {p["meta"]["split"] for p in pairs} == {"train"}
+    assert all((tmp_path / "run" / "data" / p["image"]).is_file() for p in pairs)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"splitt": "train"}, "'vlguard' has no option 'splitt'; its options are split, file, image_dir"),
+    ({"file": "../../elsewhere/train.json"}, "option 'file': path '../../elsewhere/train.json' contains '..'"),
+    ({"split": "/etc"}, "option 'split': path '/etc' is absolute"),
+])
+def test_bad_source_options_are_refused_by_name(tmp_path, vlguard_train, options, match):
+    from srpo.recipe import check_recipe
+
+    with pytest.raises(build.BuildError, match=match):
+        build.run(BuildArgs(run_dir=str(tmp_path / "run"), step="data", build_source="vlguard",
+                            build_source_root=str(vlguard_train), build_source_options=options))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"build:\n  build_source: vlguard\n  build_source_root: {vlguard_train}\n")
+    problems = check_recipe(recipe, [f"build.build_source_options={json.dumps(options)}"])
+    assert len(problems) == 1 and "key 'build.build_source_options'" in problems[0] and match in problems[0]
+
+
+def test_source_options_belong_to_file_sources():
+    with pytest.raises(ValueError, match="build_source_options applies to file sources"):
+        BuildArgs(build_source="tiny", build_source_options={"split": "train"})
+    with pytest.raises(ValueError, match="must be a mapping"):
+        BuildArgs(build_source="vlguard", build_source_root="x", build_source_options=["train"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -188,17 +189,125 @@ def test_import_srpo_stays_light():
 
 
 REAL = [p for p in RECIPES if p.parent.name != "tiny"]
+FIXTURES = REPO / "tests" / "fixtures"
+# The tiny model of each real recipe's family: the preflight checks everything but the real weights against it.
+STAND_IN = {"qwen2.5-vl-7b": "tiny:qwen2.5-vl", "qwen2.5-vl-3b": "tiny:qwen2.5-vl", "qwen3-vl-8b": "tiny:qwen3-vl",
+            "llava-1.5-7b": "tiny:llava"}
+
+
+@pytest.fixture(scope="module")
+def fixture_data(tmp_path_factory):
+    """The recipes' data layout from the project's fixtures: VLGuard's train split (with images) and a benchmark
+    root in the upstream formats."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("data")
+    shutil.copytree(FIXTURES / "sources" / "vlguard", root / "vlguard")
+    for row in json.loads((root / "vlguard" / "data" / "train.json").read_text()):
+        image = root / "vlguard" / "train" / row["image"]
+        image.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), "blue").save(image)
+    shutil.copytree(FIXTURES / "evals", root / "benchmarks")
+    return root
+
+
+def _fixture_overrides(path, data) -> list[str]:
+    return [f"run.run_model={STAND_IN[path.parent.name]}", f"build.build_source_root={data / 'vlguard'}",
+            f"eval.eval_data_root={data / 'benchmarks'}"]
+
+
+def test_every_real_recipe_folder_has_a_guide():
+    folders = sorted({p.parent for p in REAL})
+    assert set(STAND_IN) == {f.name for f in folders}
+    for folder in folders:
+        guide = (folder / "README.md").read_text()
+        for recipe in folder.glob("*.yaml"):
+            assert f"srpo run recipes/{folder.name}/{recipe.name}" in guide, (folder, recipe)
+        for heading in ("## Hardware", "## Data", "## Run", "## Time", "## Watch"):
+            assert heading in guide, (folder, heading)
 
 
 @pytest.mark.parametrize("path", REAL, ids=_ids(REAL))
-def test_real_model_recipes_pass_the_preflight_with_a_tiny_stand_in(path):
-    """What `srpo run` checks before any work, on this machine: everything but the 7B weights, which a tiny
-    stand-in replaces (a model spec is resolved like a folder would be)."""
+def test_real_model_recipes_build_from_a_real_source(path):
+    """Run as shipped, a real recipe trains on VLGuard's train split with a model teacher, never on the toy set."""
+    from srpo.recipe import load_recipe
+
+    build = load_recipe(str(path))["build"]
+    assert build["build_source"] == "vlguard" and build["build_source_options"] == {"split": "train"}
+    assert build["build_teacher"] != "offline"
+
+
+@pytest.mark.parametrize("path", REAL, ids=_ids(REAL))
+def test_real_model_recipes_pass_the_preflight_with_fixture_data_and_a_tiny_stand_in(path, fixture_data):
+    """What `srpo run` checks before any work, on this machine: everything but the real weights and data, which the
+    family's tiny model and the project's fixtures replace (a model spec is resolved like a folder would be)."""
     from srpo.recipe import check_recipe
 
     if "zero" in path.read_text():
         pytest.importorskip("deepspeed")
-    assert check_recipe(path, ["run.run_model=tiny:llava"], preflight=True) == []
-    # Without the stand-in the preflight names the missing weights, and only them.
-    problems = check_recipe(path, preflight=True)
-    assert len(problems) == 1 and "key 'run.run_model'" in problems[0], problems
+    assert check_recipe(path, _fixture_overrides(path, fixture_data), preflight=True) == []
+
+
+@pytest.mark.parametrize("path", REAL, ids=_ids(REAL))
+def test_real_model_recipes_refuse_the_preflight_without_model_and_data(path, tmp_path):
+    """Without the weights and the data the preflight names each missing piece by its key, and the message ends with
+    the recipe folder's guide."""
+    from srpo.cli_util import ConfigError
+    from srpo.recipe import check_recipe, validate
+
+    if "zero" in path.read_text():
+        pytest.importorskip("deepspeed")
+    nothing = tmp_path / "nothing"
+    overrides = [f"run.run_model={nothing}/model", f"build.build_source_root={nothing}/vlguard",
+                 f"eval.eval_data_root={nothing}"]
+    problems = check_recipe(path, overrides, preflight=True)
+    keys = ["run.run_model", "build.build_source_root", "eval.eval_data_root"]
+    assert len(problems) == 3 and all(f"key '{k}'" in p for k, p in zip(keys, problems, strict=True)), problems
+    with pytest.raises(ConfigError) as e:
+        validate(path, overrides, preflight=True)
+    assert str(e.value).rstrip().endswith(str(path.parent / "README.md"))
+
+
+def test_the_preflight_names_a_data_folder_without_its_images(fixture_data, tmp_path):
+    """A VLGuard folder whose train.zip was not unpacked where the converter looks: refused, with the reason."""
+    from srpo.recipe import check_recipe
+
+    path = REPO / "recipes" / "qwen2.5-vl-7b" / "lora.yaml"
+    bare = tmp_path / "vlguard"
+    shutil.copytree(fixture_data / "vlguard" / "data", bare / "data")
+    overrides = _fixture_overrides(path, fixture_data)[:1] + [f"build.build_source_root={bare}",
+                                                             f"eval.eval_data_root={fixture_data / 'benchmarks'}"]
+    problems = check_recipe(path, overrides, preflight=True)
+    assert len(problems) == 1 and "4 of 4 vlguard rows would be quarantined" in problems[0], problems
+    assert "image_missing" in problems[0] and "train.json, row" in problems[0]
+
+
+@pytest.mark.parametrize("path", [p for p in REAL if "run_image_processor" in p.read_text()],
+                         ids=_ids([p for p in REAL if "run_image_processor" in p.read_text()]))
+def test_real_recipes_pixel_budgets_are_settings_of_their_family(path):
+    """Each recipe's run_image_processor is applied by the family's own image processor (a key it ignored would be
+    refused), and the budget bounds the image tokens."""
+    from srpo.model_families import processor_with
+    from srpo.model_specs import resolve_model
+    from srpo.recipe import load_recipe
+
+    settings = load_recipe(str(path))["run"]["run_image_processor"]
+    processor = processor_with(resolve_model(STAND_IN[path.parent.name]), settings)
+    size = processor.image_processor.size
+    assert (size["shortest_edge"], size["longest_edge"]) == (settings["min_pixels"], settings["max_pixels"])
+
+
+def test_every_relative_link_in_the_docs_resolves():
+    """README.md, docs/ and the recipe guides link only to files that exist (anchors and web links aside)."""
+    import re
+
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
+             *sorted((REPO / "recipes").glob("*/README.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://", "mailto:", "#")):
+                continue
+            if not (page.parent / target.split("#")[0]).exists():
+                broken.append(f"{page.relative_to(REPO)} -> {target}")
+    assert not broken, broken
