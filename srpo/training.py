@@ -25,6 +25,64 @@ def is_vision_tower(name: str) -> bool:
     return any(part in VISION_MODULES for part in name.split("."))
 
 
+class TruncationError(ValueError):
+    """A training row that max_length would cut inside its image tokens (or before its answer begins)."""
+
+
+def image_token_id(processor) -> int | None:
+    """The id of the token each image expands into (`<|image_pad|>`, `<image>`, Gemma 3's image soft token)."""
+    token_id = getattr(processor, "image_token_id", None)
+    if token_id is None and getattr(processor, "image_token", None):
+        token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    return token_id
+
+
+def check_truncation(processor, rows: list[dict], names: list[str], max_length: int | None,
+                     truncation_mode: str = "keep_start", where: str = "") -> dict:
+    """Measure every row as the trainer will see it (chat template, image tokens expanded) against max_length.
+
+    A row whose truncation would cut image tokens is an error: the model would get pixel values for tokens that are
+    not there (a shape error at best, silently misaligned features at worst). So is a row whose prompt alone fills
+    max_length (keep_start): nothing of the answer would be trained on. Both raise TruncationError naming the rows,
+    their lengths and the limit. Rows cut only inside their answer are TRL's ordinary truncation, counted.
+    `rows` are SFT ({prompt, completion, images}) or DPO ({prompt, chosen, rejected, images}) rows."""
+    if not max_length:
+        return {}
+    image_id = image_token_id(processor)
+
+    def ids(messages, images, generation_prompt=False) -> list[int]:
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        return list(processor(text=[text], images=[images] if images else None)["input_ids"][0])
+
+    cut, empty, longest, truncated = [], [], 0, 0
+    for row, name in zip(rows, names, strict=True):
+        for answer in [k for k in ("completion", "chosen", "rejected") if k in row]:
+            full = ids(row["prompt"] + row[answer], row["images"])
+            longest = max(longest, len(full))
+            if len(full) <= max_length:
+                continue
+            truncated += 1
+            kept = range(0, max_length) if truncation_mode == "keep_start" else range(len(full) - max_length,
+                                                                                       len(full))
+            at = [i for i, t in enumerate(full) if t == image_id]
+            lost = sum(1 for i in at if i not in kept)
+            if lost:
+                side = "first" if truncation_mode == "keep_start" else "last"
+                cut.append(f"{name} ({answer}: {len(full)} tokens; {lost} of its {len(at)} image tokens fall outside "
+                           f"the {side} {max_length} that {truncation_mode} keeps)")
+            elif truncation_mode == "keep_start" and len(ids(row["prompt"], row["images"], True)) >= max_length:
+                empty.append(f"{name} ({answer}: the prompt alone fills max_length {max_length})")
+    if cut or empty:
+        bad = cut + empty
+        raise TruncationError(
+            f"{where}max_length {max_length} would cut {len(bad)} training sequence(s): " + "; ".join(bad[:5])
+            + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "") + f". The longest is {longest} tokens. Raise "
+            "max_length (or leave it unset: no truncation), lower the image budget (run.run_image_processor, e.g. "
+            "max_pixels), or leave those rows out of the data (build.build_max_prompt_tokens quarantines prompts "
+            "that are too long)")
+    return {"max_length": max_length, "truncated_sequences": truncated, "longest_sequence": longest}
+
+
 def prepare_model(model, args):
     """Freeze the vision tower (the papers' practice) unless asked not to; QLoRA prep for 4-bit bases."""
     if args.load_in_4bit:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from srpo.runfolder import LOG_HISTORY, MODEL, PAIRS, SFT_MIX
+from srpo.runfolder import LOG_HISTORY, MODEL, PAIRS, SFT_MIX, read_jsonl
 from srpo.steps import StepRun, is_main_process, model_input
 from srpo.train_configs import DPOStageConfig
 
@@ -74,6 +74,7 @@ def run(args: DPOStageConfig) -> dict | None:
         from srpo.models import load_policy
         from srpo.training import (
             ReferenceChains,
+            check_truncation,
             load_reference_adapter,
             lora_config,
             prepare_model,
@@ -92,6 +93,9 @@ def run(args: DPOStageConfig) -> dict | None:
             # LoRA: TRL's reference is the policy with its new adapter disabled, i.e. the policy this step starts from;
             # another ref_dir (run_reference_policy: sft, from iteration 2 on) needs its own copy, held in memory.
             ref_model, _ = load_policy(args.ref_dir, trust_remote_code=args.trust_remote_code)
+        pairs_file = Path(args.pairs_dir) / PAIRS
+        names = [f"line {i} (prompt {p['prompt_id']})" for i, p in enumerate(read_jsonl(pairs_file), 1)]
+        fit = check_truncation(processor, rows, names, args.max_length, args.truncation_mode, where=f"{pairs_file}: ")
         trainer_class, extra = DPOTrainer, {}
         if args.dpo_reference_weight > 0:
             # λ = 0 builds TRL's DPOTrainer itself, so a recipe without reference chains trains as it always did.
@@ -110,7 +114,7 @@ def run(args: DPOStageConfig) -> dict | None:
         stats = train_and_save(trainer, processor, args, folder)
         logs = [h for h in trainer.state.log_history if "rewards/margins" in h]
         stats.update(pairs=len(rows), trained=True,
-                     final_reward_margin=logs[-1]["rewards/margins"] if logs else None)
+                     final_reward_margin=logs[-1]["rewards/margins"] if logs else None, **fit)
         if extra:
             nll = [h["reference_nll"] for h in trainer.state.log_history if "reference_nll" in h]
             stats.update(reference_chains=len(extra["reference_chains"]),

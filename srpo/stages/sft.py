@@ -16,7 +16,8 @@ from srpo.steps import StepRun, model_input
 from srpo.train_configs import SFTStageConfig
 
 
-def sft_rows(data_dir: Path) -> list[dict]:
+def sft_rows(data_dir: Path, names: list[str] | None = None) -> list[dict]:
+    """The SFT rows ({images, prompt, completion}); `names`, when given, gets where each row comes from, in order."""
     from PIL import Image
 
     from srpo.models import assistant_message, user_message
@@ -26,13 +27,17 @@ def sft_rows(data_dir: Path) -> list[dict]:
     for pair in read_jsonl(data_dir / PAIRS):
         if pair["meta"].get("split", "train") != "train":
             continue
+        if names is not None:
+            names.append(f"{PAIRS} pair {pair['id']}")
         rows.append({
             "images": [Image.open(data_dir / pair["image"]).convert("RGB")] if pair["image"] else [],
             "prompt": user_message(pair["query"], pair["image"] is not None),
             "completion": assistant_message(pair["chain"]),
         })
     mix = data_dir / SFT_MIX  # the builder's extra rows (world: caption replay, counterfactual chains)
-    for row in read_jsonl(mix) if mix.exists() else []:
+    for line, row in enumerate(read_jsonl(mix) if mix.exists() else [], 1):
+        if names is not None:
+            names.append(f"{SFT_MIX} line {line}")
         rows.append({
             "images": [Image.open(data_dir / row["image"]).convert("RGB")] if row["image"] else [],
             "prompt": user_message(row["query"], row["image"] is not None),
@@ -55,17 +60,22 @@ def run(args: SFTStageConfig) -> dict | None:
         from trl import SFTTrainer
 
         from srpo.models import load_policy
-        from srpo.training import lora_config, prepare_model, train_and_save
+        from srpo.training import check_truncation, lora_config, prepare_model, train_and_save
 
         args.output_dir = str(folder / "trainer")
         model, processor = load_policy(args.model_dir, trust_remote_code=args.trust_remote_code,
                                        load_in_4bit=args.load_in_4bit)
         model = prepare_model(model, args)
-        dataset = Dataset.from_list(sft_rows(Path(args.data_dir)))
+        names: list[str] = []
+        rows = sft_rows(Path(args.data_dir), names)
+        fit = check_truncation(processor, rows, names, args.max_length, args.truncation_mode,
+                               where=f"{Path(args.data_dir) / PAIRS}: ")
+        dataset = Dataset.from_list(rows)
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                              peft_config=lora_config(args))
         stats = train_and_save(trainer, processor, args, folder)
         stats["train_rows"] = len(dataset)
+        stats.update(fit)
         return step.finish([MODEL, LOG_HISTORY], stats)
 
 
