@@ -1,10 +1,12 @@
 """What some VLM families need beyond `AutoModelForImageTextToText` / `AutoProcessor` (loaded by srpo/models.py).
 
-Qwen2-VL, Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision: transformers' stock processors demand a video processor, and
-every video processor needs torchvision, which has no build matching the CPU torch here. srpo trains on images only,
-so it registers an image-only processor for these configs: the stock image path (the family's image processor, Qwen's
-`image_grid_thw` and <|image_pad|> expansion, OneVision's anyres) unchanged, no video processor. A folder saved with
-it reloads through `AutoProcessor` once `register_processors()` has run (load_policy calls it).
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision and SmolVLM: transformers' stock processors demand a video processor,
+and every video processor needs torchvision, which has no build matching the CPU torch here. srpo trains on images
+only, so it registers an image-only processor for these configs: the stock image path (the family's image processor,
+Qwen's `image_grid_thw` and <|image_pad|> expansion, OneVision's anyres) unchanged, no video processor. A folder saved
+with it reloads through `AutoProcessor` once `register_processors()` has run (load_policy calls it).
+
+`processor_with` applies a recipe's image-processor settings (pixel budgets), refusing a key the processor ignores.
 """
 
 from __future__ import annotations
@@ -56,9 +58,31 @@ def _classes():
             self.vision_aspect_ratio = vision_aspect_ratio
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
+    from transformers.models.smolvlm.processing_smolvlm import SmolVLMProcessor
+
+    class SmolVLMImageOnlyProcessor(SmolVLMProcessor):
+        """SmolVLM's processor for images only (no video processor, so no torchvision). Like the stock one it needs
+        the `num2words` package (its image-splitting prompt spells out row and column numbers)."""
+
+        def __init__(self, image_processor=None, tokenizer=None, image_seq_len: int = 169, chat_template=None,
+                     **kwargs):
+            self.fake_image_token = getattr(tokenizer, "fake_image_token", "<fake_token_around_image>")
+            self.image_token = getattr(tokenizer, "image_token", "<image>")
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.end_of_utterance_token = getattr(tokenizer, "end_of_utterance_token", "<end_of_utterance>")
+            self.global_image_token = getattr(tokenizer, "global_image_token", "<global-img>")
+            self.image_seq_len = image_seq_len
+            self.video_token = getattr(tokenizer, "video_token", "<video>")
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+        def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+            # The stock method reads the video processor's frame defaults first, even for images.
+            return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
+
     return {"Qwen2VLImageOnlyProcessor": Qwen2VLImageOnlyProcessor,
             "Qwen3VLImageOnlyProcessor": Qwen3VLImageOnlyProcessor,
-            "LlavaOnevisionImageOnlyProcessor": LlavaOnevisionImageOnlyProcessor}
+            "LlavaOnevisionImageOnlyProcessor": LlavaOnevisionImageOnlyProcessor,
+            "SmolVLMImageOnlyProcessor": SmolVLMImageOnlyProcessor}
 
 
 def __getattr__(name: str):
@@ -71,13 +95,21 @@ def __getattr__(name: str):
 @functools.cache
 def register_processors() -> None:
     """Register the image-only processors with AutoProcessor (once per process)."""
-    from transformers import AutoProcessor, LlavaOnevisionConfig, Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
+    from transformers import (
+        AutoProcessor,
+        LlavaOnevisionConfig,
+        Qwen2_5_VLConfig,
+        Qwen2VLConfig,
+        Qwen3VLConfig,
+        SmolVLMConfig,
+    )
 
     classes = _classes()
     for config in (Qwen2VLConfig, Qwen2_5_VLConfig):
         AutoProcessor.register(config, classes["Qwen2VLImageOnlyProcessor"], exist_ok=True)
     AutoProcessor.register(Qwen3VLConfig, classes["Qwen3VLImageOnlyProcessor"], exist_ok=True)
     AutoProcessor.register(LlavaOnevisionConfig, classes["LlavaOnevisionImageOnlyProcessor"], exist_ok=True)
+    AutoProcessor.register(SmolVLMConfig, classes["SmolVLMImageOnlyProcessor"], exist_ok=True)
 
 
 _UNSET = object()

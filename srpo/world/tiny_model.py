@@ -27,7 +27,7 @@ def build_tiny_tokenizer(vocab_size: int = 1024, world: str = "small", family: s
         special += ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     if family == "llava-onevision":
         special += ["<video>"]
-    if family == "idefics3":
+    if family in ("idefics3", "smolvlm"):
         special += ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>"]
     if family == "gemma3":
         special = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
@@ -51,7 +51,7 @@ def build_tiny_tokenizer(vocab_size: int = 1024, world: str = "small", family: s
                                        extra_special_tokens={"image_token": "<|image_pad|>",
                                                              "video_token": "<|video_pad|>"})
     extra = {"image_token": "<image>", **({"video_token": "<video>"} if family == "llava-onevision" else {})}
-    if family == "idefics3":
+    if family in ("idefics3", "smolvlm"):
         extra.update(fake_image_token="<fake_token_around_image>", global_image_token="<global-img>",
                      end_of_utterance_token="<end_of_utterance>")
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>",
@@ -302,6 +302,35 @@ def build_tiny_idefics3(out: Path, seed: int = 0, hidden: int = 64, layers: int 
                                                 max_image_size={"longest_edge": 32})
     processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=4,
                                   chat_template=LLAVA_CHAT_TEMPLATE)
+    _save(model, processor, out)
+
+
+def build_tiny_smolvlm(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, world: str = "small") -> None:
+    """A random tiny SmolVLM (Idefics3's architecture under its own model type and processor): a SigLIP-like vision
+    model (32 px images, 8 px patches), a pixel-shuffle connector (4 tokens per image), a Llama text model; saved with
+    srpo's image-only SmolVLM processor (the stock one demands a video processor)."""
+    import torch
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+
+    from srpo.model_families import SmolVLMImageOnlyProcessor
+
+    torch.manual_seed(seed)
+    tok = build_tiny_tokenizer(world=world, family="smolvlm")
+    pad, eos = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")
+    text_config = dict(model_type="llama", vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=1024, bos_token_id=None, eos_token_id=eos, pad_token_id=pad)
+    vision_config = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         image_size=32, patch_size=8)
+    config = SmolVLMConfig(text_config=text_config, vision_config=vision_config,
+                           image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2,
+                           tie_word_embeddings=True, pad_token_id=pad)
+    model = SmolVLMForConditionalGeneration(config)
+    image_processor = SmolVLMImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
+                                               max_image_size={"longest_edge": 32})
+    processor = SmolVLMImageOnlyProcessor(image_processor=image_processor, tokenizer=tok, image_seq_len=4,
+                                          chat_template=LLAVA_CHAT_TEMPLATE)
     _save(model, processor, out)
 
 
