@@ -258,7 +258,7 @@ def _source_data_problems(build, name: str) -> list[str]:
     if not result.rows_seen:
         return [f"{where}: {build.build_source} found no rows under {build.build_source_root}"]
     first = next((q for q in result.quarantined if q.reason_code == reasons.most_common(1)[0][0]), None)
-    example = f"; e.g. {first.file}, row {first.row}, field {first.field}: {first.message}" if first else ""
+    example = f"; e.g. {first.message}" if first else ""
     return [f"{where}: {result.rows_seen - result.rows_ok} of {result.rows_seen} {build.build_source} rows would be "
             f"quarantined ({dict(reasons.most_common(3))}){example}. Put the data where the converter looks (see "
             "docs/sources.md) or set build.build_source_options"]

@@ -279,7 +279,7 @@ def test_the_preflight_names_a_data_folder_without_its_images(fixture_data, tmp_
                                                              f"eval.eval_data_root={fixture_data / 'benchmarks'}"]
     problems = check_recipe(path, overrides, preflight=True)
     assert len(problems) == 1 and "4 of 4 vlguard rows would be quarantined" in problems[0], problems
-    assert "image_missing" in problems[0] and "train.json, row" in problems[0]
+    assert "image_missing" in problems[0] and "train.json, item 1, field 'image'" in problems[0]
 
 
 @pytest.mark.parametrize("path", [p for p in REAL if "run_image_processor" in p.read_text()],
