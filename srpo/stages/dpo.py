@@ -94,7 +94,8 @@ def run(args: DPOStageConfig) -> dict | None:
             # another ref_dir (run_reference_policy: sft, from iteration 2 on) needs its own copy, held in memory.
             ref_model, _ = load_policy(args.ref_dir, trust_remote_code=args.trust_remote_code)
         pairs_file = Path(args.pairs_dir) / PAIRS
-        names = [f"line {i} (prompt {p['prompt_id']})" for i, p in enumerate(read_jsonl(pairs_file), 1)]
+        names = [f"line {i} (prompt {p.get('prompt_id', p.get('id', '?'))})"
+                 for i, p in enumerate(read_jsonl(pairs_file), 1)] if args.max_length else [""] * len(rows)
         fit = check_truncation(processor, rows, names, args.max_length, args.truncation_mode, where=f"{pairs_file}: ")
         trainer_class, extra = DPOTrainer, {}
         if args.dpo_reference_weight > 0:
