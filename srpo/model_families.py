@@ -1,6 +1,6 @@
 """What some VLM families need beyond `AutoModelForImageTextToText` / `AutoProcessor` (loaded by srpo/models.py).
 
-Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision and SmolVLM: transformers' stock processors demand a video processor,
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision, SmolVLM, InternVL: the stock processors demand a video processor,
 and every video processor needs torchvision, which has no build matching the CPU torch here. srpo trains on images
 only, so it registers an image-only processor for these configs: the stock image path (the family's image processor,
 Qwen's `image_grid_thw` and <|image_pad|> expansion, OneVision's anyres) unchanged, no video processor. A folder saved
@@ -79,7 +79,29 @@ def _classes():
             # The stock method reads the video processor's frame defaults first, even for images.
             return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
 
+    import re
+
+    from transformers.models.internvl.processing_internvl import InternVLProcessor
+
+    class InternVLImageOnlyProcessor(InternVLProcessor):
+        """InternVL's processor for images only (no video processor, so no torchvision)."""
+
+        def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None,
+                     **kwargs):
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+            self.image_seq_length = image_seq_length
+            self.start_image_token = tokenizer.start_image_token
+            self.end_image_token = tokenizer.end_image_token
+            self.start_image_token_id = tokenizer.start_image_token_id
+            self.end_image_token_id = tokenizer.end_image_token_id
+            self.image_token = tokenizer.context_image_token
+            self.video_token = tokenizer.video_token
+            self.image_token_id = tokenizer.context_image_token_id
+            self.multimodal_pattern = re.compile(
+                f"(?P<image>{re.escape(self.image_token)})|(?P<video>{re.escape(self.video_token)})")
+
     return {"Qwen2VLImageOnlyProcessor": Qwen2VLImageOnlyProcessor,
+            "InternVLImageOnlyProcessor": InternVLImageOnlyProcessor,
             "Qwen3VLImageOnlyProcessor": Qwen3VLImageOnlyProcessor,
             "LlavaOnevisionImageOnlyProcessor": LlavaOnevisionImageOnlyProcessor,
             "SmolVLMImageOnlyProcessor": SmolVLMImageOnlyProcessor}
@@ -97,6 +119,7 @@ def register_processors() -> None:
     """Register the image-only processors with AutoProcessor (once per process)."""
     from transformers import (
         AutoProcessor,
+        InternVLConfig,
         LlavaOnevisionConfig,
         Qwen2_5_VLConfig,
         Qwen2VLConfig,
@@ -110,6 +133,7 @@ def register_processors() -> None:
     AutoProcessor.register(Qwen3VLConfig, classes["Qwen3VLImageOnlyProcessor"], exist_ok=True)
     AutoProcessor.register(LlavaOnevisionConfig, classes["LlavaOnevisionImageOnlyProcessor"], exist_ok=True)
     AutoProcessor.register(SmolVLMConfig, classes["SmolVLMImageOnlyProcessor"], exist_ok=True)
+    AutoProcessor.register(InternVLConfig, classes["InternVLImageOnlyProcessor"], exist_ok=True)
 
 
 _UNSET = object()

@@ -12,7 +12,7 @@ from srpo.cache import cache_dir
 
 TINY_PREFIX = "tiny:"
 TINY_KINDS = ("llava", "world-base", "world-base-large", "qwen2-vl", "qwen2.5-vl", "qwen3-vl", "llava-next",
-              "gemma3", "llava-onevision", "idefics3", "smolvlm")
+              "gemma3", "llava-onevision", "idefics3", "smolvlm", "internvl")
 TINY_VERSION = "v2"  # bump when the tiny model's recipe changes, so cached builds are not reused
 
 # Recipe fields that name a model, and the backend value under which they name a local model folder.
@@ -36,7 +36,7 @@ def resolve_model(spec: str, seed: int = 0) -> str:
 
         key = f"{TINY_VERSION}-{hashlib.sha256(chr(10).join(corpus(world)).encode()).hexdigest()[:8]}"
         if kind in ("llava", "llava-next", "llava-onevision", "qwen2-vl", "qwen2.5-vl", "qwen3-vl", "gemma3",
-                    "idefics3", "smolvlm"):
+                    "idefics3", "smolvlm", "internvl"):
             from srpo.world import tiny_model
 
             out = cache_dir() / f"tiny-{kind}-{key}"
@@ -53,6 +53,8 @@ def resolve_model(spec: str, seed: int = 0) -> str:
                     tiny_model.build_tiny_idefics3(out)
                 elif kind == "smolvlm":
                     tiny_model.build_tiny_smolvlm(out)
+                elif kind == "internvl":
+                    tiny_model.build_tiny_internvl(out)
                 else:
                     tiny_model.build_tiny_qwen2_vl(out, version=kind[len("qwen"):-len("-vl")])
             return str(out)

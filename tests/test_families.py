@@ -22,6 +22,7 @@ FAMILIES = {
     "gemma3": ("tiny:gemma3", "Gemma3Processor", "vision_tower."),
     "idefics3": ("tiny:idefics3", "Idefics3Processor", "vision_model."),
     "smolvlm": ("tiny:smolvlm", "SmolVLMImageOnlyProcessor", "vision_model."),
+    "internvl": ("tiny:internvl", "InternVLImageOnlyProcessor", "vision_tower."),
     "qwen2-vl": ("tiny:qwen2-vl", "Qwen2VLImageOnlyProcessor", "visual."),
     "qwen2.5-vl": ("tiny:qwen2.5-vl", "Qwen2VLImageOnlyProcessor", "visual."),
     "qwen3-vl": ("tiny:qwen3-vl", "Qwen3VLImageOnlyProcessor", "visual."),

@@ -29,6 +29,8 @@ def build_tiny_tokenizer(vocab_size: int = 1024, world: str = "small", family: s
         special += ["<video>"]
     if family in ("idefics3", "smolvlm"):
         special += ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>"]
+    if family == "internvl":
+        special += ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
     if family == "gemma3":
         special = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
                    "<end_of_image>", "<image_soft_token>"]
@@ -50,6 +52,14 @@ def build_tiny_tokenizer(vocab_size: int = 1024, world: str = "small", family: s
                                        padding_side="right",
                                        extra_special_tokens={"image_token": "<|image_pad|>",
                                                              "video_token": "<|video_pad|>"})
+    if family == "internvl":
+        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>",
+                                       pad_token="<|endoftext|>", unk_token=None,
+                                       chat_template=LLAVA_CHAT_TEMPLATE.replace("<image>", "<IMG_CONTEXT>"),
+                                       padding_side="right",
+                                       extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
+                                                             "context_image_token": "<IMG_CONTEXT>",
+                                                             "video_token": "<video>"})
     extra = {"image_token": "<image>", **({"video_token": "<video>"} if family == "llava-onevision" else {})}
     if family in ("idefics3", "smolvlm"):
         extra.update(fake_image_token="<fake_token_around_image>", global_image_token="<global-img>",
@@ -331,6 +341,34 @@ def build_tiny_smolvlm(out: Path, seed: int = 0, hidden: int = 64, layers: int =
                                                max_image_size={"longest_edge": 32})
     processor = SmolVLMImageOnlyProcessor(image_processor=image_processor, tokenizer=tok, image_seq_len=4,
                                           chat_template=LLAVA_CHAT_TEMPLATE)
+    _save(model, processor, out)
+
+
+def build_tiny_internvl(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, world: str = "small") -> None:
+    """A random tiny InternVL (InternViT-like vision model: 32 px images, 8 px patches, pixel shuffle 0.5 -> 4 tokens
+    per tile; a Qwen2 text model); GOT-OCR2's image processor, no tiling; saved with srpo's image-only InternVL
+    processor (the stock one demands a video processor)."""
+    import torch
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    from srpo.model_families import InternVLImageOnlyProcessor
+
+    torch.manual_seed(seed)
+    tok = build_tiny_tokenizer(world=world, family="internvl")
+    pad, eos = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")
+    text_config = dict(model_type="qwen2", vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=1024, bos_token_id=None, eos_token_id=eos, pad_token_id=pad)
+    vision_config = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         image_size=[32, 32], patch_size=[8, 8])
+    config = InternVLConfig(text_config=text_config, vision_config=vision_config,
+                            image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=4,
+                            downsample_ratio=0.5, tie_word_embeddings=True)
+    model = InternVLForConditionalGeneration(config)
+    image_processor = GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=False)
+    processor = InternVLImageOnlyProcessor(image_processor=image_processor, tokenizer=tok, image_seq_length=4,
+                                           chat_template=tok.chat_template)
     _save(model, processor, out)
 
 
