@@ -54,6 +54,19 @@ def _check_fraction(name: str, value: float) -> None:
         raise ValueError(f"{name} must be in [0, 1]; got {value}{hint}")
 
 
+def as_mapping(name: str, value, example: str) -> dict:
+    """A mapping-valued field: a dict from YAML, or a JSON object from the command line ("" = none)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value or "{}")
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{name} must be a mapping (a JSON object on the command line); got {value[:80]!r}: "
+                             f"{e}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping of key: value, e.g. {example}; got {type(value).__name__}")
+    return value
+
+
 TRACKERS = ("none", "tensorboard", "wandb", "trackio")
 
 
@@ -114,15 +127,8 @@ class RunArgs:
             raise ValueError(f"run_iterations must be >= 1; got {self.run_iterations}")
         if "/" in self.run_name or not self.run_name:
             raise ValueError(f"run_name must be a plain folder name; got {self.run_name!r}")
-        if isinstance(self.run_image_processor, str):  # the command line's JSON form
-            try:
-                self.run_image_processor = json.loads(self.run_image_processor or "{}")
-            except json.JSONDecodeError as e:
-                raise ValueError(f"run_image_processor must be a mapping (a JSON object on the command line); got "
-                                 f"{self.run_image_processor[:80]!r}: {e}") from None
-        if not isinstance(self.run_image_processor, dict):
-            raise ValueError("run_image_processor must be a mapping of setting: value, e.g. {max_pixels: 1003520}; "
-                             f"got {type(self.run_image_processor).__name__}")
+        self.run_image_processor = as_mapping("run_image_processor", self.run_image_processor,
+                                              "{max_pixels: 1003520}")
 
 
 @dataclass
@@ -240,15 +246,7 @@ class BuildArgs(StepArgs):
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
             if getattr(self, name) and self.build_source != "world":
                 raise ValueError(f"{name} applies to build_source 'world' only; got {self.build_source!r}")
-        if isinstance(self.build_source_options, str):  # the command line's JSON form
-            try:
-                self.build_source_options = json.loads(self.build_source_options or "{}")
-            except json.JSONDecodeError as e:
-                raise ValueError(f"build_source_options must be a mapping (a JSON object on the command line); got "
-                                 f"{self.build_source_options[:80]!r}: {e}") from None
-        if not isinstance(self.build_source_options, dict):
-            raise ValueError("build_source_options must be a mapping of option: value, e.g. {split: train}; got "
-                             f"{type(self.build_source_options).__name__}")
+        self.build_source_options = as_mapping("build_source_options", self.build_source_options, "{split: train}")
         if self.build_source_options and self.build_source in ("tiny", "world"):
             raise ValueError(f"build_source_options applies to file sources; build_source {self.build_source!r} takes "
                              f"none (got {sorted(self.build_source_options)})")

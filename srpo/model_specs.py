@@ -52,7 +52,7 @@ def resolve_model(spec: str, seed: int = 0) -> str:
                 elif kind == "idefics3":
                     tiny_model.build_tiny_idefics3(out)
                 elif kind == "smolvlm":
-                    tiny_model.build_tiny_smolvlm(out)
+                    tiny_model.build_tiny_idefics3(out, family="smolvlm")
                 elif kind == "internvl":
                     tiny_model.build_tiny_internvl(out)
                 else:

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from srpo.configs import StepArgs
+from srpo.configs import StepArgs, as_mapping
 from srpo.runfolder import MODEL
 from srpo.steps import StepRun, is_main_process
 
@@ -36,10 +36,7 @@ class BaseArgs(StepArgs):
     trust_remote_code: bool = field(default=False, metadata={"help": "Run processor code shipped with the model."})
 
     def __post_init__(self):
-        if isinstance(self.image_processor, str):  # the command line's JSON form
-            self.image_processor = json.loads(self.image_processor or "{}")
-        if not isinstance(self.image_processor, dict):
-            raise ValueError("image_processor must be a mapping of setting: value, e.g. {max_pixels: 1003520}")
+        self.image_processor = as_mapping("image_processor", self.image_processor, "{max_pixels: 1003520}")
 
 
 def inputs(args) -> dict:

@@ -289,58 +289,46 @@ def build_tiny_llava_onevision(out: Path, seed: int = 0, hidden: int = 64, layer
     _save(model, processor, out)
 
 
-def build_tiny_idefics3(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, world: str = "small") -> None:
+def build_tiny_idefics3(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, world: str = "small",
+                        family: str = "idefics3") -> None:
     """A random tiny Idefics3 (the SmolVLM architecture): a SigLIP-like vision model (32 px images, 8 px patches), a
-    pixel-shuffle connector (scale 2: 4 tokens per image) and a Llama text model; no image splitting."""
+    pixel-shuffle connector (scale 2: 4 tokens per image) and a Llama text model; no image splitting.
+
+    family="smolvlm": the same architecture under SmolVLM's own model type and image processor, saved with srpo's
+    image-only SmolVLM processor (the stock one demands a video processor)."""
     import torch
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3Processor,
+        SmolVLMConfig,
+        SmolVLMForConditionalGeneration,
+    )
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
-
-    torch.manual_seed(seed)
-    tok = build_tiny_tokenizer(world=world, family="idefics3")
-    pad, eos = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")
-    text_config = dict(model_type="llama", vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
-                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                       max_position_embeddings=1024, bos_token_id=None, eos_token_id=eos, pad_token_id=pad)
-    vision_config = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         image_size=32, patch_size=8)
-    config = Idefics3Config(text_config=text_config, vision_config=vision_config,
-                            image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2,
-                            tie_word_embeddings=True, pad_token_id=pad)
-    model = Idefics3ForConditionalGeneration(config)
-    image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
-                                                max_image_size={"longest_edge": 32})
-    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=4,
-                                  chat_template=LLAVA_CHAT_TEMPLATE)
-    _save(model, processor, out)
-
-
-def build_tiny_smolvlm(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, world: str = "small") -> None:
-    """A random tiny SmolVLM (Idefics3's architecture under its own model type and processor): a SigLIP-like vision
-    model (32 px images, 8 px patches), a pixel-shuffle connector (4 tokens per image), a Llama text model; saved with
-    srpo's image-only SmolVLM processor (the stock one demands a video processor)."""
-    import torch
-    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
     from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
     from srpo.model_families import SmolVLMImageOnlyProcessor
 
+    config_cls, model_cls, image_cls, processor_cls = {
+        "idefics3": (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor),
+        "smolvlm": (SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessorPil,
+                    SmolVLMImageOnlyProcessor)}[family]
     torch.manual_seed(seed)
-    tok = build_tiny_tokenizer(world=world, family="smolvlm")
+    tok = build_tiny_tokenizer(world=world, family=family)
     pad, eos = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")
     text_config = dict(model_type="llama", vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
                        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                        max_position_embeddings=1024, bos_token_id=None, eos_token_id=eos, pad_token_id=pad)
     vision_config = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                          image_size=32, patch_size=8)
-    config = SmolVLMConfig(text_config=text_config, vision_config=vision_config,
-                           image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2,
-                           tie_word_embeddings=True, pad_token_id=pad)
-    model = SmolVLMForConditionalGeneration(config)
-    image_processor = SmolVLMImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
-                                               max_image_size={"longest_edge": 32})
-    processor = SmolVLMImageOnlyProcessor(image_processor=image_processor, tokenizer=tok, image_seq_len=4,
-                                          chat_template=LLAVA_CHAT_TEMPLATE)
+    config = config_cls(text_config=text_config, vision_config=vision_config,
+                        image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2,
+                        tie_word_embeddings=True, pad_token_id=pad)
+    model = model_cls(config)
+    image_processor = image_cls(do_image_splitting=False, size={"longest_edge": 32},
+                                max_image_size={"longest_edge": 32})
+    processor = processor_cls(image_processor=image_processor, tokenizer=tok, image_seq_len=4,
+                              chat_template=LLAVA_CHAT_TEMPLATE)
     _save(model, processor, out)
 
 
