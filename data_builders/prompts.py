@@ -90,10 +90,14 @@ def _hints(pair: SSUIPair) -> str:
     return text + "\n"
 
 
-def chain_prompt(pair: SSUIPair, *, has_image: bool, hints: bool = True) -> tuple[str, str]:
-    """(system, user text) asking for the pair's chain; the image (if any) goes with the user message."""
+def chain_prompt(pair: SSUIPair, *, has_image: bool | int, hints: bool = True) -> tuple[str, str]:
+    """(system, user text) asking for the pair's chain; the image (if any; a count for a multi-image prompt) goes
+    with the user message."""
+    image_line = ("There is no image; judge the query alone." if not has_image else "The image is attached."
+                  if int(has_image) == 1 else f"The {int(has_image)} images are attached, in the order the query "
+                  "refers to them.")
     user = TEACHER_USER_TEMPLATE.format(
-        image_line="The image is attached." if has_image else "There is no image; judge the query alone.",
+        image_line=image_line,
         query=" ".join(pair.query.split()),
         hints=_hints(pair) if hints else "",
         categories=", ".join(RISK_CATEGORIES),

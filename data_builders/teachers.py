@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from srpo.chain import RiskChain, parse_chain
-from srpo.schema import SSUIPair, resolve_image
+from srpo.schema import SSUIPair, image_paths, resolve_image
 from srpo.world.scenes import OBJECT_BY_NAME
 from srpo.world.teacher import world_chain
 
@@ -114,17 +114,19 @@ def canonical_chain(text: str) -> tuple[str | None, str | None]:
     return parsed.chain.render(), None
 
 
-def _image_path(pair: SSUIPair, images_root: str | Path) -> tuple[Path | None, str | None]:
-    """(absolute image path or None for text-only, None) or (None, problem) when the image cannot be read."""
-    if not pair.image:
-        return None, None
-    try:
-        path = resolve_image(images_root, pair.image)
-    except ValueError as e:
-        return None, str(e)
-    if not path.is_file():
-        return None, f"image {pair.image!r} not found under {images_root}"
-    return path, None
+def _image_files(pair: SSUIPair, images_root: str | Path) -> tuple[list[Path], str | None]:
+    """(the absolute paths of the pair's images, in order: [] for text-only, None), or ([], problem) when one cannot
+    be read."""
+    files = []
+    for rel in image_paths(pair.image):
+        try:
+            path = resolve_image(images_root, rel)
+        except ValueError as e:
+            return [], str(e)
+        if not path.is_file():
+            return [], f"image {rel!r} not found under {images_root}"
+        files.append(path)
+    return files, None
 
 
 def _empty_stats() -> dict:
@@ -217,12 +219,12 @@ class OpenAITeacher:
         out: list[TeacherResult | None] = [None] * len(pairs)
         requests, where = [], []
         for i, p in enumerate(pairs):
-            image, problem = _image_path(p, images_root)
+            images, problem = _image_files(p, images_root)
             if problem:
                 out[i] = TeacherResult(p.id, False, reason=IMAGE_UNREADABLE, detail=problem)
                 continue
-            system, user = prompt_fn(p, image is not None)
-            requests.append(ChatRequest(prompt=user, system=system, images=[image] if image else (), id=p.id))
+            system, user = prompt_fn(p, len(images))
+            requests.append(ChatRequest(prompt=user, system=system, images=images, id=p.id))
             where.append(i)
         for i, res in zip(where, cached_client.complete_many(requests, validate=validate,
                                                              max_reasks=self.max_reasks), strict=True):
@@ -327,13 +329,15 @@ class HFTeacher:
         todo = []  # (index, key, text, image path)
         for i, p in enumerate(pairs):
             self._counts["requests"] += 1
-            image, problem = _image_path(p, images_root)
+            images, problem = _image_files(p, images_root)
             if problem:
                 out[i] = TeacherResult(p.id, False, reason=IMAGE_UNREADABLE, detail=problem)
                 continue
-            system, user = prompt_fn(p, image is not None)
+            system, user = prompt_fn(p, len(images))
             text = f"{system}\n\n{user}"  # srpo.models.generate sends one user turn; the system text leads it
-            sha = hashlib.sha256(image.read_bytes()).hexdigest() if image else None
+            shas = [hashlib.sha256(f.read_bytes()).hexdigest() for f in images]
+            sha = shas[0] if len(shas) == 1 else ",".join(shas) if shas else None
+            image = images if len(images) > 1 else images[0] if images else None
             key = self._key(text, sha, prompt_version)
             hit = self.cache.get(key)
             if hit and isinstance(hit.get("text"), str) and not finish(hit["text"])[1]:
@@ -345,10 +349,11 @@ class HFTeacher:
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start:start + self.batch_size]
             try:
-                from srpo.models import generate
+                from srpo.models import generate, open_images
 
                 model, processor = self._load()
-                prompts = [(text, Image.open(image).convert("RGB") if image else None) for _, _, text, image in batch]
+                prompts = [(text, open_images(image) if isinstance(image, list) else
+                            Image.open(image).convert("RGB") if image else None) for _, _, text, image in batch]
                 texts = [k[0] for k in generate(model, processor, prompts, max_new_tokens=self.max_new_tokens)]
             except Exception as e:  # noqa: BLE001 - one bad batch (OOM, a broken image) must not lose the others
                 for i, *_ in batch:

@@ -63,20 +63,21 @@ def show(result: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="srpo chat", description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="the run folder (runs/<name>)")
-    ap.add_argument("--image", help="the image (omit for a text-only prompt)")
+    ap.add_argument("--image", action="append", help="the image (omit for a text-only prompt; repeat it for a "
+                                                     "multi-image prompt, in order)")
     ap.add_argument("--query", help="the question; without it, one question per line from standard input")
     ap.add_argument("--iteration", type=int, help="this iteration's policy instead of the final one (0 = SFT)")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--json", action="store_true", help="one JSON object per answer")
     args = ap.parse_args(argv)
     policy = policy_folder(Path(args.run), args.iteration)
-    image = None
-    if args.image:
-        from PIL import Image
+    for path in args.image or []:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--image {path}: no such file")
+    from srpo.models import open_images
 
-        if not Path(args.image).is_file():
-            raise FileNotFoundError(f"--image {args.image}: no such file")
-        image = Image.open(args.image).convert("RGB")
+    images = open_images(args.image)
+    image = images if len(images) > 1 else images[0] if images else None
     queries = [args.query] if args.query else [line.strip() for line in sys.stdin if line.strip()]
     if not queries:
         raise ValueError("no question: give --query TEXT, or questions on standard input, one per line")

@@ -80,9 +80,33 @@ def _disable_bnb_cpu_repack(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def user_message(query: str, has_image: bool) -> list[dict]:
-    content = ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": query}]
+def user_message(query: str, images: bool | int) -> list[dict]:
+    """The user turn: `images` placeholders (True = one; a count for a multi-image prompt), then the query."""
+    content = [{"type": "image"}] * int(images) + [{"type": "text", "text": query}]
     return [{"role": "user", "content": content}]
+
+
+def open_images(value) -> list:
+    """RGB images of an `image` value (None, a path, or a multi-image list of paths), in order."""
+    from PIL import Image
+
+    from srpo.schema import image_paths
+
+    return [Image.open(path).convert("RGB") for path in image_paths(value)]
+
+
+def prompt_row(query: str, image, root) -> dict:
+    """The prompt part of a TRL row ({images, prompt}) for a pair's `image` value (None, a path, or a multi-image list
+    of paths) under `root`: one placeholder per image, in order."""
+    from srpo.schema import join_images
+
+    images = open_images(join_images(root, image))
+    return {"images": images, "prompt": user_message(query, len(images))}
+
+
+def as_image_list(image) -> list:
+    """A prompt's images as a list: None -> [], one image -> [it], a list as it is."""
+    return [] if image is None else list(image) if isinstance(image, list | tuple) else [image]
 
 
 def assistant_message(text: str) -> list[dict]:
@@ -95,8 +119,9 @@ def generate(model, processor, prompts: list[tuple[str, object]], *, max_new_tok
     """Batched generation: one left-padded forward per batch of prompts (all of them when batch_size is None), K
     sequences each (KV cache on). Every batch starts from `seed`.
 
-    prompts: (query, PIL image or None). prefixes: per prompt, the start of the assistant's answer, which the K texts
-    continue ("" for none); the returned texts are the continuations alone. Returns K texts per prompt, in order.
+    prompts: (query, PIL image, a list of PIL images for a multi-image prompt, or None). prefixes: per prompt, the
+    start of the assistant's answer, which the K texts continue ("" for none); the returned texts are the
+    continuations alone. Returns K texts per prompt, in order.
     """
     if batch_size and len(prompts) > batch_size:
         return [texts for i in range(0, len(prompts), batch_size)
@@ -107,14 +132,14 @@ def generate(model, processor, prompts: list[tuple[str, object]], *, max_new_tok
 
     tok = processor.tokenizer
     tok.padding_side = "left"
-    texts = [processor.apply_chat_template(user_message(q, img is not None), add_generation_prompt=True,
-                                           tokenize=False) for q, img in prompts]
+    images = [as_image_list(img) for _, img in prompts]
+    texts = [processor.apply_chat_template(user_message(q, len(imgs)), add_generation_prompt=True, tokenize=False)
+             for (q, _), imgs in zip(prompts, images, strict=True)]
     if prefixes is not None:
         texts = [text + prefix for text, prefix in zip(texts, prefixes, strict=True)]
     # One list of images per prompt (empty for a text-only one): Gemma 3's processor counts them per sample, and
     # every family accepts the nested form (measured: the same tensors as the flat list for LLaVA, LLaVA-NeXT,
     # Qwen2-VL and Qwen2.5-VL).
-    images = [[img] if img is not None else [] for _, img in prompts]
     inputs = processor(text=texts, images=images if any(images) else None, return_tensors="pt", padding=True)
     inputs = {k_: v.to(model.device) for k_, v in inputs.items()}
     torch.manual_seed(seed)
@@ -130,8 +155,11 @@ def generate(model, processor, prompts: list[tuple[str, object]], *, max_new_tok
 
 
 def pair_inputs(data_dir: Path, pairs: list[dict]) -> list[tuple[str, object]]:
-    """(query, RGB image or None) for each pair row of a built data folder."""
-    from PIL import Image
+    """(query, RGB image, a list of them for a multi-image pair, or None) for each pair row of a built data folder."""
+    from srpo.schema import join_images
 
-    return [(p["query"], Image.open(Path(data_dir) / p["image"]).convert("RGB") if p["image"] else None)
-            for p in pairs]
+    out = []
+    for p in pairs:
+        images = open_images(join_images(data_dir, p["image"]))
+        out.append((p["query"], images if isinstance(p["image"], list) else images[0] if images else None))
+    return out

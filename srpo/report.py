@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from srpo.runfolder import JUDGMENTS, METRICS, RunFolder, atomic_write_text
+from srpo.schema import image_paths
 
 PLOTS = {  # id -> (title, caption)
     "frontier": ("Safety vs oversafety frontier",
@@ -618,14 +619,15 @@ def report_context(run: Run, plots: dict) -> tuple[dict, dict]:
         for kind, rows, title in (("improved", improved, "Most improved"), ("regressed", regressed, "Most regressed")):
             cards = []
             for change, before, after in rows:
-                picture = before.get("image")
+                pictures = image_paths(before.get("image"))  # a multi-image pair shows its first
+                picture = pictures[0] if pictures else None
                 cards.append({
                     "id": before["id"],
                     "headline": f"{before.get('split', '?')} split, {before.get('label', '?')}, "
                                 f"category {before.get('category', '?')}, "
                                 f"change {change:+.1f}",
                     "prompt": before.get("query", ""),
-                    "image_name": str(picture or ""),
+                    "image_name": ", ".join(pictures),
                     "image": image(f"gallery/{_slug(before['id'])}.png",
                                    _thumbnail(run.folder.step_dir("data") / str(picture)) if picture else None),
                     "answers": [{"title": "Iteration 0 (SFT)", "scores": _item_scores(before),

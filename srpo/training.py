@@ -328,16 +328,12 @@ class ReferenceChains:
         return len(self.rows)
 
     def collate(self, indices: list[int], processor, max_length: int | None) -> dict:
-        from PIL import Image
         from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-        from srpo.models import assistant_message, user_message
+        from srpo.models import assistant_message, prompt_row
 
-        examples = [{
-            "images": [Image.open(self.data_dir / row["image"]).convert("RGB")] if row["image"] else [],
-            "prompt": user_message(row["query"], row["image"] is not None),
-            "completion": assistant_message(row["completion"]),
-        } for row in (self.rows[i] for i in indices)]
+        examples = [{**prompt_row(row["query"], row["image"], self.data_dir),
+                     "completion": assistant_message(row["completion"])} for row in (self.rows[i] for i in indices)]
         collator = DataCollatorForVisionLanguageModeling(processor=processor, max_length=max_length,
                                                          completion_only_loss=True)
         return collator(examples)

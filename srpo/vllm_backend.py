@@ -18,7 +18,7 @@ from pathlib import Path
 
 class VLLMSampler:
     def __init__(self, policy_dir: str, step_folder: Path, max_model_len: int = 4096,
-                 gpu_memory_utilization: float = 0.85, trust_remote_code: bool = False):
+                 gpu_memory_utilization: float = 0.85, trust_remote_code: bool = False, max_images: int = 1):
         try:
             from vllm import LLM
         except ImportError:
@@ -29,22 +29,25 @@ class VLLMSampler:
         model_dir = full_weights(policy_dir, step_folder)
         self.processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
         self.llm = LLM(model=model_dir, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
-                       trust_remote_code=trust_remote_code, limit_mm_per_prompt={"image": 1})
+                       trust_remote_code=trust_remote_code, limit_mm_per_prompt={"image": max(1, max_images)})
 
     def generate(self, prompts: list[tuple[str, object]], *, max_new_tokens: int, k: int, temperature: float,
                  top_p: float, seed: int, prefixes: list[str] | None = None) -> list[list[str]]:
-        """K texts per (query, PIL image or None) prompt, in order; with prefixes, the continuations of each prompt's
-        prefix (the start of the assistant's answer), as in srpo.models.generate."""
+        """K texts per (query, PIL image, a list of them, or None) prompt, in order; with prefixes, the continuations
+        of each prompt's prefix (the start of the assistant's answer), as in srpo.models.generate."""
         from vllm import SamplingParams
 
-        from srpo.models import user_message
+        from srpo.models import as_image_list, user_message
 
         requests, params = [], []
         for i, (query, image) in enumerate(prompts):
-            text = self.processor.apply_chat_template(user_message(query, image is not None),
+            images = as_image_list(image)
+            text = self.processor.apply_chat_template(user_message(query, len(images)),
                                                       add_generation_prompt=True, tokenize=False)
             text += prefixes[i] if prefixes is not None else ""
-            requests.append({"prompt": text, **({"multi_modal_data": {"image": image}} if image is not None else {})})
+            # vLLM takes one image as itself and several as a list, in prompt order.
+            data = {"multi_modal_data": {"image": images[0] if len(images) == 1 else images}} if images else {}
+            requests.append({"prompt": text, **data})
             params.append(SamplingParams(n=k, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
                                          seed=seed * 1000 + i))
         outputs = self.llm.generate(requests, params, use_tqdm=False)

@@ -13,6 +13,9 @@ Rules (each bad row is quarantined with its reason; the others convert):
   with a warning for unsafe ones.
 - twin_of: the id of another pair in the file; a twin_of that names no converted pair is cleared with a warning.
 - image: required unless require_images=False (then an empty or broken image gives a text-only pair with a warning).
+  In JSONL it may be a list of paths: a multi-image prompt, its images in the order the prompt shows them. Every one
+  of them must be usable (a prompt about two pictures is another prompt with one), so a missing or broken image
+  quarantines the row whatever require_images says; a one-path list is the single-image pair.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from srpo.schema import RISK_CATEGORIES
 from .validate import (
     Collector,
     ConversionResult,
+    RowProblem,
     SourceError,
     get_field,
     get_id,
@@ -75,7 +79,7 @@ def convert(
             label = get_label(raw, "label")
             category, source_category = _category(col, raw, label, disp, lineno)
             twin_of = get_field(raw, "twin_of", (str, int), required=False)
-            image, problem = col.image(image_dir, raw.get("image"))
+            image, problem = _images(col, image_dir, raw.get("image"))
             meta = {k: v for k, v in raw.items() if k not in KNOWN}
             meta["source_category"] = source_category
             if str(raw["label"]).strip().lower() != label:
@@ -85,6 +89,24 @@ def convert(
                     reference_answer=get_field(raw, "reference_answer", str, required=False),
                     safety_warning=get_field(raw, "safety_warning", str, required=False), meta=meta)
     return col.finish()
+
+
+def _images(col: Collector, image_dir: str, value) -> tuple:
+    """(image value for the pair, problem) of the row's `image`: one path, or a JSONL list of them."""
+    if not isinstance(value, list):
+        return col.image(image_dir, value)
+    if not value:
+        raise RowProblem("image", "empty_field", "'image' is an empty list; give one path, a list of paths, or "
+                                                 "leave it out for a text-only pair")
+    paths = []
+    for j, item in enumerate(value):
+        path, problem = col.image(image_dir, item, fld=f"image[{j}]")
+        if problem:
+            code, rel = problem
+            raise RowProblem(f"image[{j}]", code, f"image {rel or item!r} of this multi-image prompt is unusable "
+                                                  f"({code}); every image of the prompt is needed")
+        paths.append(path)
+    return (paths if len(paths) > 1 else paths[0]), None
 
 
 def _category(col: Collector, raw: dict, label: str, disp: str, lineno: int) -> tuple[str, str | None]:

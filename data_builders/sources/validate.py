@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from PIL import Image, UnidentifiedImageError
 
-from srpo.schema import LABELS, RISK_CATEGORIES, PairError, SSUIPair, resolve_image
+from srpo.schema import LABELS, RISK_CATEGORIES, PairError, SSUIPair, image_paths, resolve_image
 
 MiB = 1024 * 1024
 DEFAULT_MAX_IMAGE_BYTES = 20 * MiB
@@ -157,7 +157,7 @@ class LengthRule:
     limit_from: str = ""  # where max_tokens comes from, for the message
 
 
-def length_problem(pair: SSUIPair, rule: LengthRule, image_file: Path | None) -> tuple[str, str, str] | None:
+def length_problem(pair: SSUIPair, rule: LengthRule, image_file) -> tuple[str, str, str] | None:
     """(field, reason_code, detail) when the pair is longer than `rule` allows, else None."""
     for fld in TEXT_FIELDS:
         n = len(getattr(pair, fld) or "")
@@ -360,7 +360,9 @@ class Collector:
             first = self._ids.get(pair.id, "this same row")
             raise RowProblem("id", "duplicate_id", f"id {pair.id!r} was already used at {first}")
         if self.lengths is not None:
-            problem = length_problem(pair, self.lengths, resolve_image(self.root, pair.image) if pair.image else None)
+            files = [resolve_image(self.root, rel) for rel in image_paths(pair.image)]
+            problem = length_problem(pair, self.lengths, files if isinstance(pair.image, list) else
+                                     files[0] if files else None)
             if problem:
                 raise RowProblem(*problem)
         if image_problem:

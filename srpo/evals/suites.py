@@ -247,7 +247,7 @@ def load_xstest_unsafe(root: Path, cache: dict):
 def load_tiny(data_dir: Path, cache: dict):
     """The eval split of a built data folder (pairs.jsonl + images/): both labels; images relative to it."""
     from srpo.runfolder import read_jsonl
-    from srpo.schema import resolve_image
+    from srpo.schema import image_paths, resolve_image
 
     path = Path(data_dir) / PAIRS
     if not path.is_file():
@@ -260,15 +260,15 @@ def load_tiny(data_dir: Path, cache: dict):
         if p["meta"].get("eval_split") not in SPLITS:
             raise SuiteError(f"tiny: {path}: pair {p['id']!r} has no meta.eval_split (dev or test); the data folder "
                              "was built before the dev/test protocol: rebuild it (re-run the `data` step)")
-        image_path = None
-        if p.get("image"):
-            image_path = resolve_image(data_dir, p["image"])
-            if not image_path.is_file():
-                skipped["image_missing"] += 1
-                continue
+        paths = [resolve_image(data_dir, rel) for rel in image_paths(p.get("image"))]
+        if not all(path.is_file() for path in paths):
+            skipped["image_missing"] += 1
+            continue
+        image_path = [str(path) for path in paths] if isinstance(p.get("image"), list) else \
+            str(paths[0]) if paths else None  # a multi-image pair keeps all its images, in order
         items.append({"id": p["id"], "suite": "tiny", "query": p["query"], "label": p["label"],
                       "category": p["category"], "group": p["category"], "image": p.get("image"),
-                      "image_path": str(image_path) if image_path else None,
+                      "image_path": image_path,
                       "reference_answer": p.get("reference_answer"), "safety_warning": p.get("safety_warning"),
                       "meta": p.get("meta", {}), "split": p["meta"]["eval_split"],
                       "cluster": f"tiny/{p['meta'].get('eval_group') or p['id']}"})

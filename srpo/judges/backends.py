@@ -17,6 +17,7 @@ from srpo.judges.verdict import (
     render_verdict,
     verdict_error,
 )
+from srpo.schema import image_paths
 
 JUDGE_BACKENDS = ("refusal", "rule", "openai", "hf")
 
@@ -92,7 +93,7 @@ class ChatJudge(Judge):
         from srpo.clients.openai_compat import ChatRequest
 
         reqs = [ChatRequest(prompt=judge_prompt(item, response), system=EVAL_JUDGE_SYSTEM,
-                            images=[item["image_path"]] if item.get("image_path") else (),
+                            images=image_paths(item.get("image_path")),
                             params={"temperature": 0.0}, id=f"{item['suite']}/{item['id']}")
                 for item, response in pairs]
         out = []
@@ -108,7 +109,7 @@ class ChatJudge(Judge):
         from srpo.clients.openai_compat import ChatRequest
 
         reqs = [ChatRequest(prompt=prompt, system=system, params={"temperature": 0.0}, id=rid,
-                            images=[item["image_path"]] if item.get("image_path") else ())
+                            images=image_paths(item.get("image_path")))
                 for prompt, item, rid in requests]
         return [(res.text, None) if res.ok else
                 (res.rejected_text or res.detail, UNPARSEABLE if res.error == "invalid_answer" else res.error)
@@ -172,9 +173,8 @@ def make_judge(backend: str, *, model: str | None = None, base_url: str | None =
 
 
 def load_image(item: dict):
-    from PIL import Image
+    """An item's image as `generate` takes it: None, one RGB image, or a list of them for a multi-image prompt."""
+    from srpo.models import open_images
 
-    if not item.get("image_path"):
-        return None
-    with Image.open(item["image_path"]) as im:
-        return im.convert("RGB")
+    images = open_images(item.get("image_path"))
+    return images if isinstance(item.get("image_path"), list | tuple) else images[0] if images else None

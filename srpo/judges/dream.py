@@ -58,6 +58,7 @@ from srpo.dream_prompts import (  # noqa: F401
     verify_prompt,
 )
 from srpo.judges.base import Judgment
+from srpo.schema import image_paths
 
 MAX_OBSERVATIONS = 10  # more lines than this in one pass answer is a degenerate answer, not an analysis
 
@@ -152,7 +153,7 @@ VALIDATORS = {
 class Request:
     kind: str  # mrd_image | mrd_text | mrd_joint | verify | global | observation
     prompt: str
-    image_path: str | None = None  # the prompt's image, for the requests that look at it
+    image_path: str | tuple | None = None  # the prompt's image(s), for the requests that look at it
     sample: int | None = None  # None = greedy; i = the i-th seeded sample (the MRD passes when m > 1)
     id: str = ""
 
@@ -347,14 +348,21 @@ def mix(global_score: float, observation_score: float | None, global_weight: flo
     return round(global_weight * global_score + observation_weight * observation_score, 6)
 
 
+def item_images(data_dir, image):
+    """A pair's image value as a judge item's `image_path`: its path(s) under data_dir; several as a tuple (requests
+    are frozen values)."""
+    from srpo.schema import join_images
+
+    joined = join_images(data_dir, image)
+    return tuple(joined) if isinstance(joined, list) else joined
+
+
 def judge_groups(ask, groups: list[tuple[dict, list[dict]]], data_dir, *, m: int, global_weight: float,
                  observation_weight: float) -> list[dict]:
     """The judge step's batch: (pair, its samples) -> judgments rows (Judgment fields plus `dream`: the risk context
     and every answer). The risk context is built once per prompt, then every sample is scored against it."""
-    from pathlib import Path
 
-    items = [{**pair, "image_path": str(Path(data_dir) / pair["image"]) if pair.get("image") else None}
-             for pair, _ in groups]
+    items = [{**pair, "image_path": item_images(data_dir, pair.get("image"))} for pair, _ in groups]
     # Only what the prompt shows: the MRD passes and scoring never see a label, category or reference answer.
     items = [{"id": it["id"], "query": it["query"], "image_path": it["image_path"]} for it in items]
     contexts = risk_context(ask, items, m)
@@ -405,6 +413,8 @@ def generation_ask(texts, *, temperature: float, seed: int):
         images: dict[str, object] = {}  # each image opened once per call, however many requests look at it
 
         def image(path):
+            if isinstance(path, tuple):  # a multi-image prompt
+                return [image(p) for p in path]
             if path and path not in images:
                 from PIL import Image
 
@@ -440,7 +450,7 @@ def chat_ask(client, *, temperature: float, seed: int, max_reasks: int = 1):
             by_kind.setdefault(r.kind, []).append(i)
         for kind, idx in by_kind.items():
             reqs = [ChatRequest(prompt=requests[i].prompt, system=DREAM_SYSTEM, id=requests[i].id,
-                                images=[requests[i].image_path] if requests[i].image_path else (),
+                                images=image_paths(requests[i].image_path),
                                 params={"temperature": 0.0} if requests[i].sample is None else
                                 {"temperature": temperature, "seed": seed + requests[i].sample})
                     for i in idx]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from srpo.chain import parse_chain
 from srpo.judges.base import Judgment
+from srpo.schema import join_images
 
 EFFECTIVENESS = {"very": 1.0, "partially": 0.5, "not": 0.0}
 
@@ -34,7 +35,7 @@ def judge_groups(judge, groups: list[tuple[dict, list[dict]]], data_dir: Path) -
     an endpoint judge keeps its concurrency busy."""
     asked = []
     for pair, samples in groups:
-        item = {**pair, "suite": "train", "image_path": str(data_dir / pair["image"]) if pair.get("image") else None}
+        item = {**pair, "suite": "train", "image_path": join_images(data_dir, pair.get("image"))}
         asked += [(item, s) for s in samples]
     verdicts = iter(judge.judge_many([(item, s["response"]) for item, s in asked]))
     out = []

@@ -22,6 +22,7 @@ from pathlib import Path
 from srpo.chain import parse_chain
 from srpo.judges.base import Judgment
 from srpo.judges.verdict import JUDGE_REQUEST_BLOCK
+from srpo.schema import join_images
 
 PAIRWISE_PROMPT_VERSION = "srpo-pairwise-v1"
 UNPARSEABLE = "unparseable_judge_output"
@@ -136,7 +137,7 @@ def judge_groups_pairwise(judge, groups: list[tuple[dict, list[dict]]], data_dir
     all groups go to the judge in one `ask_many` call, so an endpoint judge keeps its concurrency busy."""
     planned, requests = [], []
     for pair, samples in groups:
-        item = {**pair, "suite": "train", "image_path": str(data_dir / pair["image"]) if pair.get("image") else None}
+        item = {**pair, "suite": "train", "image_path": join_images(data_dir, pair.get("image"))}
         text = {s["sample_idx"]: s["response"] for s in samples}
         comps = [Comparison(i, j, first) for (i, j), first in presentation(seed, pair["id"], list(text)).items()]
         requests += [(pairwise_prompt(item, text[c.shown_first], text[c.shown_second]), item,

@@ -67,9 +67,11 @@ class DreamScorer(Scorer):
         self.is_async = client is not None
 
     def _item(self, pair: dict) -> dict:
+        from srpo.judges.dream import item_images
+
         # Only what the prompt shows: the passes and scoring never see a label, category or reference answer.
         return {"id": pair["id"], "query": pair["query"],
-                "image_path": str(self.data_dir / pair["image"]) if pair.get("image") else None}
+                "image_path": item_images(self.data_dir, pair.get("image"))}
 
     def __call__(self, groups):
         from srpo.judges.dream import risk_context, score_many

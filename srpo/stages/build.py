@@ -42,7 +42,7 @@ from srpo.runfolder import (
     read_complete_jsonl,
     write_jsonl,
 )
-from srpo.schema import SSUIPair, resolve_image
+from srpo.schema import SSUIPair, image_paths, join_images, resolve_image
 from srpo.steps import StepRun, append_batches
 
 log = logging.getLogger("srpo.build")
@@ -101,7 +101,7 @@ class PromptMeter:
         self.measured = 0
         self.longest = 0
 
-    def _prompt(self, query: str, has_image: bool) -> str:
+    def _prompt(self, query: str, has_image: bool | int) -> str:
         from srpo.models import user_message
 
         return self.processor.apply_chat_template(user_message(query, has_image), add_generation_prompt=True,
@@ -121,9 +121,13 @@ class PromptMeter:
             self._image_tokens[size] = len(expanded) - self._length(probe)
         return self._image_tokens[size]
 
-    def __call__(self, pair: SSUIPair, image_file: Path | None) -> dict[str, int]:
-        parts = {"query": self._length(self._prompt(pair.query, image_file is not None)),
-                 "image": self.image_tokens(image_file) if image_file is not None else 0}
+    def __call__(self, pair: SSUIPair, image_file) -> dict[str, int]:
+        """Tokens per part of a pair whose image file is `image_file` (None, a path, or a multi-image list)."""
+        from srpo.schema import image_paths
+
+        files = image_paths(image_file)
+        parts = {"query": self._length(self._prompt(pair.query, len(files))),
+                 "image": sum(self.image_tokens(f) for f in files)}
         for fld in ("reference_answer", "safety_warning"):
             parts[fld] = self._length(getattr(pair, fld), special=False) if getattr(pair, fld) else 0
         self.measured += 1
@@ -180,7 +184,7 @@ def quarantine_long(pairs: list[SSUIPair], rule, folder: Path, source: str,
 
     kept, records = [], []
     for i, p in enumerate(pairs, 1):
-        problem = length_problem(p, rule, folder / p.image if p.image else None)
+        problem = length_problem(p, rule, join_images(folder, p.image))
         if problem is None:
             kept.append(p)
             continue
@@ -221,11 +225,12 @@ def load_pairs(args: BuildArgs, folder: Path, rule=None) -> tuple[list[SSUIPair]
     result = convert(args.build_source, Path(args.build_source_root), strict=args.build_strict,
                      require_images=args.build_require_images, lengths=rule, **args.build_source_options)
     for p in result.pairs:  # copy images in so the run folder is self-contained; paths stay confined to the root
-        if p.image:
-            dst = folder / IMAGES / p.image
+        for rel in image_paths(p.image):
+            dst = folder / IMAGES / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(resolve_image(args.build_source_root, p.image), dst)
-            p.image = f"images/{p.image}"
+            shutil.copyfile(resolve_image(args.build_source_root, rel), dst)
+        if p.image:
+            p.image = [f"{IMAGES}/{rel}" for rel in p.image] if isinstance(p.image, list) else f"{IMAGES}/{p.image}"
     info = {"rows_read": result.rows_seen, "rows_converted": result.rows_ok,
             "warnings": dict(sorted(Counter(w.code for w in result.warnings).items()))}
     return result.pairs, [q.to_dict() for q in result.quarantined], info

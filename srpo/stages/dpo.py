@@ -20,17 +20,11 @@ from srpo.train_configs import DPOStageConfig
 
 
 def dpo_rows(pairs_path: Path, data_dir: Path) -> list[dict]:
-    from PIL import Image
-
-    from srpo.models import assistant_message, user_message
+    from srpo.models import assistant_message, prompt_row
     from srpo.runfolder import read_jsonl
 
-    return [{
-        "images": [Image.open(data_dir / p["image"]).convert("RGB")] if p["image"] else [],
-        "prompt": user_message(p["query"], p["image"] is not None),
-        "chosen": assistant_message(p["chosen"]),
-        "rejected": assistant_message(p["rejected"]),
-    } for p in read_jsonl(pairs_path)]
+    return [{**prompt_row(p["query"], p["image"], data_dir), "chosen": assistant_message(p["chosen"]),
+             "rejected": assistant_message(p["rejected"])} for p in read_jsonl(pairs_path)]
 
 
 def reference_chain_rows(data_dir: Path) -> list[dict]:

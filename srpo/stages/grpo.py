@@ -42,13 +42,9 @@ def inputs(args) -> dict:
 
 def grpo_rows(prompts: list[dict], data_dir: Path) -> list[dict]:
     """TRL's conversational prompt rows, with the image column VLM generation reads and the id the reward needs."""
-    from PIL import Image
+    from srpo.models import prompt_row
 
-    from srpo.models import user_message
-
-    return [{"prompt": user_message(p["query"], bool(p.get("image"))),
-             "images": [Image.open(data_dir / p["image"]).convert("RGB")] if p.get("image") else [],
-             "prompt_id": p["id"]} for p in prompts]
+    return [{**prompt_row(p["query"], p.get("image"), data_dir), "prompt_id": p["id"]} for p in prompts]
 
 
 class JudgmentLog:

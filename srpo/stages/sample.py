@@ -136,7 +136,10 @@ def _sample(args: SampleArgs, step: StepRun, shard: ShardedGeneration) -> dict |
         shard.barrier()
     if todo:
         if args.sample_backend == "vllm":
-            sampler = VLLMSampler(args.policy_dir, step.folder)
+            from srpo.schema import image_paths
+
+            sampler = VLLMSampler(args.policy_dir, step.folder,
+                                  max_images=max((len(image_paths(p.get("image"))) for p in prompts), default=1))
             gen, tokenizer = sampler.generate, sampler.processor.tokenizer
         else:
             model, processor = load_policy(args.policy_dir)

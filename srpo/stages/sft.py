@@ -18,9 +18,7 @@ from srpo.train_configs import SFTStageConfig
 
 def sft_rows(data_dir: Path, names: list[str] | None = None) -> list[dict]:
     """The SFT rows ({images, prompt, completion}); `names`, when given, gets where each row comes from, in order."""
-    from PIL import Image
-
-    from srpo.models import assistant_message, user_message
+    from srpo.models import assistant_message, prompt_row
     from srpo.runfolder import read_jsonl
 
     rows = []
@@ -29,20 +27,14 @@ def sft_rows(data_dir: Path, names: list[str] | None = None) -> list[dict]:
             continue
         if names is not None:
             names.append(f"{PAIRS} pair {pair['id']}")
-        rows.append({
-            "images": [Image.open(data_dir / pair["image"]).convert("RGB")] if pair["image"] else [],
-            "prompt": user_message(pair["query"], pair["image"] is not None),
-            "completion": assistant_message(pair["chain"]),
-        })
+        rows.append({**prompt_row(pair["query"], pair["image"], data_dir),
+                     "completion": assistant_message(pair["chain"])})
     mix = data_dir / SFT_MIX  # the builder's extra rows (world: caption replay, counterfactual chains)
     for line, row in enumerate(read_jsonl(mix) if mix.exists() else [], 1):
         if names is not None:
             names.append(f"{SFT_MIX} line {line}")
-        rows.append({
-            "images": [Image.open(data_dir / row["image"]).convert("RGB")] if row["image"] else [],
-            "prompt": user_message(row["query"], row["image"] is not None),
-            "completion": assistant_message(row["completion"]),
-        })
+        rows.append({**prompt_row(row["query"], row["image"], data_dir),
+                     "completion": assistant_message(row["completion"])})
     return rows
 
 
