@@ -115,3 +115,42 @@ def test_grpo_with_lora_runs_on_each_family(family, tiny_model, tmp_path):
     assert not any(is_vision_tower(k) for k in adapted), [k for k in adapted if is_vision_tower(k)][:3]
     assert any("kl" in h for h in json.loads((step / "log_history.json").read_text()))
     assert summary["feedback"]["rl_algorithm"] == "grpo"
+
+
+
+def test_sft_and_dpo_with_lora_train_on_each_family(family_run, tmp_path):
+    """SFT and DPO with LoRA adapters on each family, on the family run's data and preference pairs: both train
+    and save an adapter, and no adapter sits on the vision tower."""
+    from safetensors.torch import load_file
+
+    from srpo.stages import dpo, sft
+    from srpo.train_configs import DPOStageConfig, SFTStageConfig
+    from srpo.training import is_vision_tower
+
+    family, run_dir, _ = family_run
+    common = dict(run_dir=str(tmp_path), use_cpu=True, disable_tqdm=True, save_strategy="no", report_to="none",
+                  logging_steps=1, max_steps=2, per_device_train_batch_size=2, use_lora=True, lora_r=8)
+    manifests = {
+        "sft": sft.run(SFTStageConfig(step="sft", data_dir=str(run_dir / "data"),
+                                      model_dir=str(run_dir / "base" / "model"),
+                                      output_dir=str(tmp_path / "sft" / "trainer"), **common)),
+        "dpo": dpo.run(DPOStageConfig(step="dpo", data_dir=str(run_dir / "data"),
+                                      policy_dir=str(run_dir / "sft" / "model"),
+                                      ref_dir=str(run_dir / "sft" / "model"),
+                                      pairs_dir=str(run_dir / "iter_001" / "pairs"),
+                                      output_dir=str(tmp_path / "dpo" / "trainer"), **common))}
+    for step, manifest in manifests.items():
+        assert manifest["stats"]["global_step"] == 2, (step, manifest["stats"])
+        adapter = list(load_file(tmp_path / step / "model" / "adapter_model.safetensors"))
+        assert any("lora_A" in k for k in adapter), (step, adapter[:3])
+        assert not any(is_vision_tower(k) for k in adapter), (step, [k for k in adapter if is_vision_tower(k)][:3])
+
+
+def test_the_compatibility_table_in_the_docs_is_this_matrix():
+    """docs/models.md's table lists exactly the families tested here, each with its spec and processor class."""
+    rows = [line.split("|")[1:-1] for line in (ROOT / "docs" / "models.md").read_text().splitlines()
+            if line.startswith("| ") and "`tiny:" in line]
+    specs = {cells[1].strip().strip("`"): cells[2] for cells in rows}
+    assert sorted(specs) == sorted(spec for spec, _, _ in FAMILIES.values())
+    for spec, processor, _ in FAMILIES.values():
+        assert processor in specs[spec] or "the same" in specs[spec], (spec, processor, specs[spec])
