@@ -21,7 +21,6 @@ from srpo.train_configs import DPOStageConfig
 
 def dpo_rows(pairs_path: Path, data_dir: Path) -> list[dict]:
     from srpo.models import assistant_message, prompt_row
-    from srpo.runfolder import read_jsonl
 
     return [{**prompt_row(p["query"], p["image"], data_dir), "chosen": assistant_message(p["chosen"]),
              "rejected": assistant_message(p["rejected"])} for p in read_jsonl(pairs_path)]
@@ -31,7 +30,6 @@ def reference_chain_rows(data_dir: Path) -> list[dict]:
     """The teacher chains SFT trained on ({query, image, completion}): the train split's chains, and the SFT mix's rows
     that are chains (the world's counterfactual chains, not its caption replay), in the files' order."""
     from srpo.chain import parse_chain
-    from srpo.runfolder import read_jsonl
 
     rows = [{"query": p["query"], "image": p["image"], "completion": p["chain"]} for p in read_jsonl(data_dir / PAIRS)
             if p["meta"].get("split", "train") == "train" and p.get("chain")]
