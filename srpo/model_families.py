@@ -156,9 +156,22 @@ def processor_with(model_dir: str, settings: dict, *, trust_remote_code: bool = 
                              f"{sorted(settings)} to")
         return image_processor.to_dict()
 
+    def reacts(key, value) -> bool:
+        """Whether the image processor takes `key`: its settings change with the value, or with another value when
+        this one is what it has already (Qwen's max_pixels equal to its size's longest_edge)."""
+        if image_settings(**{key: value}) != plain or plain.get(key, _UNSET) == value:
+            return True
+        other = (not value if isinstance(value, bool) else value * 2 + 1 if isinstance(value, int | float) else None)
+        if other is None:
+            return False
+        try:
+            return image_settings(**{key: other}) != plain
+        except Exception:  # noqa: BLE001 - refusing the other value is taking the key
+            return True
+
     plain = image_settings()
     for key, value in settings.items():
-        if image_settings(**{key: value}) == plain and plain.get(key, _UNSET) != value:
+        if not reacts(key, value):
             known = sorted(k for k in plain if not k.startswith("_") and k != "image_processor_type")
             raise ValueError(f"{model_dir}: the image processor ({plain.get('image_processor_type', '?')}) ignores "
                              f"the setting {key!r}; its settings are {', '.join(known)}"

@@ -115,19 +115,22 @@ def assistant_message(text: str) -> list[dict]:
 
 def generate(model, processor, prompts: list[tuple[str, object]], *, max_new_tokens: int, k: int = 1,
              do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-             batch_size: int | None = None, prefixes: list[str] | None = None) -> list[list[str]]:
+             batch_size: int | None = None, prefixes: list[str] | None = None,
+             min_new_tokens: int = 0) -> list[list[str]]:
     """Batched generation: one left-padded forward per batch of prompts (all of them when batch_size is None), K
     sequences each (KV cache on). Every batch starts from `seed`.
 
     prompts: (query, PIL image, a list of PIL images for a multi-image prompt, or None). prefixes: per prompt, the
     start of the assistant's answer, which the K texts continue ("" for none); the returned texts are the
-    continuations alone. Returns K texts per prompt, in order.
+    continuations alone. min_new_tokens > 0 makes every text at least that long (benchmarks). Returns K texts per
+    prompt, in order.
     """
     if batch_size and len(prompts) > batch_size:
         return [texts for i in range(0, len(prompts), batch_size)
                 for texts in generate(model, processor, prompts[i:i + batch_size], max_new_tokens=max_new_tokens,
                                       k=k, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
-                                      prefixes=prefixes[i:i + batch_size] if prefixes is not None else None)]
+                                      prefixes=prefixes[i:i + batch_size] if prefixes is not None else None,
+                                      min_new_tokens=min_new_tokens)]
     import torch
 
     tok = processor.tokenizer
@@ -144,7 +147,8 @@ def generate(model, processor, prompts: list[tuple[str, object]], *, max_new_tok
     inputs = {k_: v.to(model.device) for k_, v in inputs.items()}
     torch.manual_seed(seed)
     gen_kwargs = dict(max_new_tokens=max_new_tokens, num_return_sequences=k, do_sample=do_sample,
-                      pad_token_id=tok.pad_token_id, use_cache=True)
+                      pad_token_id=tok.pad_token_id, use_cache=True,
+                      **({"min_new_tokens": min_new_tokens} if min_new_tokens else {}))
     if do_sample:
         gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
     with torch.no_grad():

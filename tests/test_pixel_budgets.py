@@ -66,3 +66,27 @@ def test_the_preflight_checks_the_settings_against_a_model_folder(tmp_path):
     assert check_recipe(recipe, ["run.run_image_processor={max_pixels: 3136}"], preflight=True) == []
     problems = check_recipe(recipe, ["run.run_image_processor={max_pixel: 3136}"], preflight=True)
     assert len(problems) == 1 and "key 'run.run_image_processor'" in problems[0] and "'max_pixel'" in problems[0]
+
+
+def test_a_setting_equal_to_the_current_value_is_taken():
+    """Qwen's max_pixels equal to its size's longest_edge changes nothing, yet the processor takes the key."""
+    from srpo.model_families import processor_with
+
+    folder = resolve_model("tiny:qwen2.5-vl")
+    longest = json.loads((Path(folder) / "processor_config.json").read_text())["image_processor"]["size"]
+    assert processor_with(folder, {"max_pixels": longest["longest_edge"]}).image_processor.size["longest_edge"] == \
+        longest["longest_edge"]
+
+
+def test_the_gpu_benchmark_runs_its_code_path_on_a_cpu():
+    """benchmarks/gpu_step.py in its tiny shape: srpo's LoRA DPO step on a Qwen2.5-VL built from dimensions (the 7B
+    shape needs a GPU); the figures are printed, not asserted."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_step.py"), "--shape", "tiny", "--steps", "2",
+                          "--warmup", "1", "--pixels", "12544", "--answer-tokens", "20"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "dpo step (LoRA r=64, batch 2" in out.stdout and "median" in out.stdout, out.stdout
