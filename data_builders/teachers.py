@@ -323,10 +323,8 @@ class HFTeacher:
                          {"max_new_tokens": self.max_new_tokens, "do_sample": False})
 
     def _run(self, pairs, images_root, prompt_fn, finish, prompt_version) -> list[TeacherResult]:
-        from PIL import Image
-
         out: list[TeacherResult | None] = [None] * len(pairs)
-        todo = []  # (index, key, text, image path)
+        todo = []  # (index, key, text, image paths)
         for i, p in enumerate(pairs):
             self._counts["requests"] += 1
             images, problem = _image_files(p, images_root)
@@ -336,24 +334,21 @@ class HFTeacher:
             system, user = prompt_fn(p, len(images))
             text = f"{system}\n\n{user}"  # srpo.models.generate sends one user turn; the system text leads it
             shas = [hashlib.sha256(f.read_bytes()).hexdigest() for f in images]
-            sha = shas[0] if len(shas) == 1 else ",".join(shas) if shas else None
-            image = images if len(images) > 1 else images[0] if images else None
-            key = self._key(text, sha, prompt_version)
+            key = self._key(text, ",".join(shas) or None, prompt_version)  # one image: its sha, as before
             hit = self.cache.get(key)
             if hit and isinstance(hit.get("text"), str) and not finish(hit["text"])[1]:
                 self._counts["cache_hits"] += 1
                 out[i] = TeacherResult(p.id, True, finish(hit["text"])[0], cached=True)
                 continue
             self._counts["cache_misses"] += 1
-            todo.append((i, key, text, image))
+            todo.append((i, key, text, images))
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start:start + self.batch_size]
             try:
                 from srpo.models import generate, open_images
 
                 model, processor = self._load()
-                prompts = [(text, open_images(image) if isinstance(image, list) else
-                            Image.open(image).convert("RGB") if image else None) for _, _, text, image in batch]
+                prompts = [(text, open_images(images) or None) for _, _, text, images in batch]
                 texts = [k[0] for k in generate(model, processor, prompts, max_new_tokens=self.max_new_tokens)]
             except Exception as e:  # noqa: BLE001 - one bad batch (OOM, a broken image) must not lose the others
                 for i, *_ in batch:

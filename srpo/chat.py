@@ -76,8 +76,7 @@ def main(argv=None) -> int:
             raise FileNotFoundError(f"--image {path}: no such file")
     from srpo.models import open_images
 
-    images = open_images(args.image)
-    image = images if len(images) > 1 else images[0] if images else None
+    image = open_images(args.image) or None
     queries = [args.query] if args.query else [line.strip() for line in sys.stdin if line.strip()]
     if not queries:
         raise ValueError("no question: give --query TEXT, or questions on standard input, one per line")

@@ -1,6 +1,6 @@
-"""Model specs to folders: `tiny:llava`, `tiny:qwen2-vl` and `tiny:world-base` are built offline (once, cached);
-anything else must be a local model folder. Only `srpo run` and the CLI resolve specs; every step and library
-function takes folders.
+"""Model specs to folders: `tiny:<family>` (random weights, TINY_BUILDERS) and `tiny:world-base` are built offline
+(once, cached); anything else must be a local model folder. Only `srpo run` and the CLI resolve specs; every step and
+library function takes folders.
 """
 
 from __future__ import annotations
@@ -11,8 +11,21 @@ from pathlib import Path
 from srpo.cache import cache_dir
 
 TINY_PREFIX = "tiny:"
-TINY_KINDS = ("llava", "world-base", "world-base-large", "qwen2-vl", "qwen2.5-vl", "qwen3-vl", "llava-next",
-              "gemma3", "llava-onevision", "idefics3", "smolvlm", "internvl")
+# Each random tiny family: its builder in srpo.world.tiny_model and the builder's options (imported when built).
+TINY_BUILDERS = {
+    "llava": ("build_tiny_llava", {}),
+    "llava-next": ("build_tiny_llava_next", {}),
+    "llava-onevision": ("build_tiny_llava_onevision", {}),
+    "gemma3": ("build_tiny_gemma3", {}),
+    "idefics3": ("build_tiny_idefics3", {}),
+    "smolvlm": ("build_tiny_idefics3", {"family": "smolvlm"}),
+    "internvl": ("build_tiny_internvl", {}),
+    "qwen2-vl": ("build_tiny_qwen2_vl", {"version": "2"}),
+    "qwen2.5-vl": ("build_tiny_qwen2_vl", {"version": "2.5"}),
+    "qwen3-vl": ("build_tiny_qwen2_vl", {"version": "3"}),
+}
+WORLD_BASES = ("world-base", "world-base-large")  # pretrained in the synthetic world
+TINY_KINDS = (*TINY_BUILDERS, *WORLD_BASES)
 TINY_VERSION = "v2"  # bump when the tiny model's recipe changes, so cached builds are not reused
 
 # Recipe fields that name a model, and the backend value under which they name a local model folder.
@@ -35,30 +48,15 @@ def resolve_model(spec: str, seed: int = 0) -> str:
         from srpo.world.teacher import corpus
 
         key = f"{TINY_VERSION}-{hashlib.sha256(chr(10).join(corpus(world)).encode()).hexdigest()[:8]}"
-        if kind in ("llava", "llava-next", "llava-onevision", "qwen2-vl", "qwen2.5-vl", "qwen3-vl", "gemma3",
-                    "idefics3", "smolvlm", "internvl"):
+        if kind in TINY_BUILDERS:
             from srpo.world import tiny_model
 
             out = cache_dir() / f"tiny-{kind}-{key}"
             if not (out / "config.json").exists():
-                if kind == "llava":
-                    tiny_model.build_tiny_llava(out)
-                elif kind == "llava-next":
-                    tiny_model.build_tiny_llava_next(out)
-                elif kind == "gemma3":
-                    tiny_model.build_tiny_gemma3(out)
-                elif kind == "llava-onevision":
-                    tiny_model.build_tiny_llava_onevision(out)
-                elif kind == "idefics3":
-                    tiny_model.build_tiny_idefics3(out)
-                elif kind == "smolvlm":
-                    tiny_model.build_tiny_idefics3(out, family="smolvlm")
-                elif kind == "internvl":
-                    tiny_model.build_tiny_internvl(out)
-                else:
-                    tiny_model.build_tiny_qwen2_vl(out, version=kind[len("qwen"):-len("-vl")])
+                builder, options = TINY_BUILDERS[kind]
+                getattr(tiny_model, builder)(out, **options)
             return str(out)
-        if kind in ("world-base", "world-base-large"):
+        if kind in WORLD_BASES:
             from srpo.world.pretrain import PRETRAIN_VERSION, build_world_base
             from srpo.world.scenes import world_spec
 

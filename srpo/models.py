@@ -159,11 +159,7 @@ def generate(model, processor, prompts: list[tuple[str, object]], *, max_new_tok
 
 
 def pair_inputs(data_dir: Path, pairs: list[dict]) -> list[tuple[str, object]]:
-    """(query, RGB image, a list of them for a multi-image pair, or None) for each pair row of a built data folder."""
+    """(query, its RGB images in order, or None for a text-only pair) for each pair row of a built data folder."""
     from srpo.schema import join_images
 
-    out = []
-    for p in pairs:
-        images = open_images(join_images(data_dir, p["image"]))
-        out.append((p["query"], images if isinstance(p["image"], list) else images[0] if images else None))
-    return out
+    return [(p["query"], open_images(join_images(data_dir, p["image"])) or None) for p in pairs]

@@ -64,19 +64,18 @@ def test_each_family_takes_two_images_in_one_prompt(family):
     import torch
 
     from srpo.model_specs import resolve_model
-    from srpo.models import generate, load_policy, prompt_row
+    from srpo.models import assistant_message, generate, load_policy, user_message
     from srpo.training import check_truncation, image_token_id
 
     model, processor = load_policy(resolve_model(family))
     one, two = Image.new("RGB", (32, 32), "red"), Image.new("RGB", (32, 32), "blue")
 
     def image_tokens(images):
-        row = {"images": images, "prompt": prompt_row("Which is brighter?", None, ".")["prompt"]}
-        row["prompt"][0]["content"] = [{"type": "image"}] * len(images) + row["prompt"][0]["content"]
-        text = processor.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        text = processor.apply_chat_template(user_message("Which is brighter?", len(images)), tokenize=False,
+                                             add_generation_prompt=True)
         ids = processor(text=[text], images=[images], return_tensors="pt")
         with torch.no_grad():
-            model(**ids)
+            model(**ids)  # the model takes what the processor made of the images
         return int((ids["input_ids"] == image_token_id(processor)).sum())
 
     single, double = image_tokens([one]), image_tokens([one, two])
@@ -89,9 +88,7 @@ def test_each_family_takes_two_images_in_one_prompt(family):
     texts = generate(model, processor, [("Which is brighter?", [one, two]), ("What is this?", one),
                                         ("No image here.", None)], max_new_tokens=4)
     assert len(texts) == 3
-    row = {"images": [one, two], "prompt": prompt_row("q", None, ".")["prompt"],
-           "completion": [{"role": "assistant", "content": [{"type": "text", "text": "a"}]}]}
-    row["prompt"][0]["content"] = [{"type": "image"}, {"type": "image"}] + row["prompt"][0]["content"]
+    row = {"images": [one, two], "prompt": user_message("q", 2), "completion": assistant_message("a")}
     assert check_truncation(processor, [row], ["r"], 10**6)["longest_sequence"] > double
 
 

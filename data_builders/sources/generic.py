@@ -106,7 +106,7 @@ def _images(col: Collector, image_dir: str, value) -> tuple:
             raise RowProblem(f"image[{j}]", code, f"image {rel or item!r} of this multi-image prompt is unusable "
                                                   f"({code}); every image of the prompt is needed")
         paths.append(path)
-    return (paths if len(paths) > 1 else paths[0]), None
+    return paths, None  # a one-path list becomes the single-image pair (SSUIPair)
 
 
 def _category(col: Collector, raw: dict, label: str, disp: str, lineno: int) -> tuple[str, str | None]:

@@ -152,13 +152,14 @@ class LengthRule:
     {"query": prompt with its chat template, "image": the image's tokens, "reference_answer": ..., ...}."""
 
     max_chars: int = 0
-    count: Callable[[SSUIPair, Path | None], dict[str, int]] | None = None
+    count: Callable[[SSUIPair, Path | list[Path] | None], dict[str, int]] | None = None
     max_tokens: int = 0
     limit_from: str = ""  # where max_tokens comes from, for the message
 
 
 def length_problem(pair: SSUIPair, rule: LengthRule, image_file) -> tuple[str, str, str] | None:
-    """(field, reason_code, detail) when the pair is longer than `rule` allows, else None."""
+    """(field, reason_code, detail) when the pair is longer than `rule` allows, else None. `image_file`: the pair's
+    image file, a list of them (a multi-image pair), or None."""
     for fld in TEXT_FIELDS:
         n = len(getattr(pair, fld) or "")
         if rule.max_chars and n > rule.max_chars:
@@ -361,8 +362,7 @@ class Collector:
             raise RowProblem("id", "duplicate_id", f"id {pair.id!r} was already used at {first}")
         if self.lengths is not None:
             files = [resolve_image(self.root, rel) for rel in image_paths(pair.image)]
-            problem = length_problem(pair, self.lengths, files if isinstance(pair.image, list) else
-                                     files[0] if files else None)
+            problem = length_problem(pair, self.lengths, files if len(files) > 1 else files[0] if files else None)
             if problem:
                 raise RowProblem(*problem)
         if image_problem:

@@ -173,8 +173,7 @@ def make_judge(backend: str, *, model: str | None = None, base_url: str | None =
 
 
 def load_image(item: dict):
-    """An item's image as `generate` takes it: None, one RGB image, or a list of them for a multi-image prompt."""
+    """An item's images as `generate` takes them: RGB images in order, or None for a text-only item."""
     from srpo.models import open_images
 
-    images = open_images(item.get("image_path"))
-    return images if isinstance(item.get("image_path"), list | tuple) else images[0] if images else None
+    return open_images(item.get("image_path")) or None
