@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints-cpu.txt | sha
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast test-families demo demo-grpo ablation lint clean
+.PHONY: install test test-fast test-families test-world-rlaif demo demo-grpo ablation lint clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,14 +23,19 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 install: $(STAMP)
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -m "not world_rlaif"
+
+# RLAIF's own effect over five world seeds, and its random-judge mutation (tests/test_world_rlaif.py): about 40
+# minutes on 2 CPU cores, more than CI's budget leaves, so it has its own target.
+test-world-rlaif: install
+	$(PY) -m pytest -q -s tests -m world_rlaif
 
 # The VLM family matrix alone (also part of `make test`).
 test-families: install
 	$(PY) -m pytest -q tests -m families
 
 test-fast: install
-	$(PY) -m pytest -q tests -m "not slow and not distributed and not chaos and not families"
+	$(PY) -m pytest -q tests -m "not slow and not distributed and not chaos and not families and not world_rlaif"
 
 demo: install
 	$(VENV)/bin/srpo run recipes/tiny/demo.yaml

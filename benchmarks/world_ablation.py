@@ -14,6 +14,9 @@ Variants (each adds one switch to `self`; `rule` is the oracle upper bound):
   ref       + reference chains, lambda = 1 (dpo_reference_weight)
   dream     the DREAM judge instead of the self-judge (optional: slow, not in the default list)
   rule      the rule judge on the labelled SFT prompts: ORACLE feedback, the upper bound
+  grpo      online RL instead of iterative DPO, with the observe variant's judge (docs/grpo.md)
+  random    iterative DPO with a judge that scores at random: the CONTROL, the null every judge must beat
+  grpo-random   GRPO with that judge (GRPO's control)
 
 It reports, pooled over the seeds and paired item by item against the same seed's SFT model on the test split:
 the final (gated) policy, and the first iteration's policy before the gate (what RLAIF did, whatever the gate
@@ -48,14 +51,17 @@ VARIANTS = {
     "ref": ["dpo.dpo_reference_weight=1.0"],
     "dream": ["judge.judge_backend=dream"],
     "rule": ["judge.judge_backend=rule", "sample.sample_prompt_set=train"],
+    "random": ["judge.judge_backend=random"],
     # Online RL with the observe variant's judge: a pass of GRPO over the RL prompts per iteration (K = 4, the
     # sampling temperature, DPO's learning rate; chosen on dev, seed 0, over 1e-5 and 1e-4 and the chain rewards).
     "grpo": ["judge.judge_self_observe=image", "run.run_rl_algorithm=grpo", "grpo.learning_rate=1e-4",
              "grpo.temperature=0.7", "grpo.lr_scheduler_type=constant", "grpo.logging_steps=5",
              "grpo.save_steps=20", "grpo.disable_tqdm=true"],
 }
+VARIANTS["grpo-random"] = [*VARIANTS["grpo"], "judge.judge_backend=random"]  # GRPO's CONTROL: the same loop, a coin
 DEFAULT_VARIANTS = ("self", "observe", "step", "ref", "rule")
 ORACLE = {"rule"}
+CONTROL = {"random", "grpo-random"}
 METRICS = ("safe", "refusal", "task", "safe_effective")
 
 
@@ -124,7 +130,8 @@ def rates(folder: Path, split: str) -> dict:
 
 
 def collect(runs_dir: Path, variants: list[str], seeds: list[int], split: str, n_boot: int, wall: dict) -> dict:
-    record = {"split": split, "seeds": seeds, "variants": {}, "oracle": sorted(ORACLE & set(variants))}
+    record = {"split": split, "seeds": seeds, "variants": {}, "oracle": sorted(ORACLE & set(variants)),
+              "control": sorted(CONTROL & set(variants))}
     first = variants[0]
     base = [(s, runs_dir / f"{first}-s{s}" / "base" / "eval") for s in seeds]
     sft = {s: runs_dir / f"{first}-s{s}" / "iter_000" / "eval" for s in seeds}
@@ -190,7 +197,7 @@ def render(record: dict) -> str:
     lines.append("| SFT | " + " | ".join(_mean_cell([record["sft"]["per_seed"][s][m] for s in seeds])
                                        for m in METRICS) + " |")
     for v, r in record["variants"].items():
-        tag = " (ORACLE)" if v in record["oracle"] else ""
+        tag = " (ORACLE)" if v in record["oracle"] else " (CONTROL)" if v in record.get("control", ()) else ""
         for which in ("final", "iter1"):
             label = f"{v}{tag}, {'final (gated)' if which == 'final' else 'iteration 1, before the gate'}"
             lines.append(f"| {label} | " + " | ".join(_mean_cell([r["per_seed"][s][which][m] for s in seeds])
@@ -198,7 +205,7 @@ def render(record: dict) -> str:
     lines += ["", "Paired against the same seed's SFT model, pooled over seeds (points; 95 % cluster bootstrap):",
               "", head.replace("| |", "| change over SFT |")]
     for v, r in record["variants"].items():
-        tag = " (ORACLE)" if v in record["oracle"] else ""
+        tag = " (ORACLE)" if v in record["oracle"] else " (CONTROL)" if v in record.get("control", ()) else ""
         for which in ("final_vs_sft", "iter1_vs_sft"):
             label = f"{v}{tag}, {'final' if which == 'final_vs_sft' else 'iteration 1'}"
             lines.append(f"| {label} | " + " | ".join(_delta_cell(r[which].get(m)) for m in METRICS) + " |")

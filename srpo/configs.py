@@ -225,6 +225,10 @@ class BuildArgs(StepArgs):
         "World source: fraction of the training combinations (seeded, stratified by label, every hazard x intent cell "
         "kept in SFT) that become RL prompts only: fresh scenes and their query under opaque ids, no label, no chain, "
         "not in SFT. 0 = none (every training combination is SFT data, as before).", default=0.0)
+    build_world_eval_scenes: int = _help(
+        "World source: scenes per held-out combination, dev and test alike (0 = the world's own: 5 small, 3 large). "
+        "More scenes give the gate more items per dev cluster, so a change of a few points can become evidence; the "
+        "first scenes of a combination are the same whatever the count.", default=0)
 
     def __post_init__(self):
         import re
@@ -239,6 +243,12 @@ class BuildArgs(StepArgs):
         if self.build_world_rl_fraction >= 1:
             raise ValueError("build_world_rl_fraction must be < 1: SFT needs training combinations with chains; got "
                              f"{self.build_world_rl_fraction}")
+        if self.build_world_eval_scenes < 0:
+            raise ValueError(f"build_world_eval_scenes must be >= 0 (0 = the world's own); got "
+                             f"{self.build_world_eval_scenes}")
+        if self.build_world_eval_scenes and self.build_source != "world":
+            raise ValueError("build_world_eval_scenes applies to build_source 'world' only; got "
+                             f"{self.build_source!r}")
         if self.build_world_size != "small" and self.build_source != "world":
             raise ValueError(f"build_world_size applies to build_source 'world' only; got {self.build_source!r}")
         for name in ("build_world_captions", "build_world_counterfactuals", "build_world_mrd"):
@@ -315,13 +325,14 @@ class SampleArgs(StepArgs):
 class JudgeArgs(StepArgs):
     samples_dir: str = _help("The samples step folder to judge.", default="")
     data_dir: str = _help("The built data folder (for labels, categories and images).", default="")
-    judge_backend: Literal["self", "openai", "hf", "rule", "dream"] = _help(
+    judge_backend: Literal["self", "openai", "hf", "rule", "dream", "random"] = _help(
         "'self' (the policy writes its own chain for each prompt and that is the rubric), 'dream' (DREAM's "
         "self-feedback: the policy, or the judge of judge_dream_model, builds each prompt's risk context by "
         "image-only, text-only and joint risk disentanglement with majority and verification, then gives each "
         "response a 0-10 global score and an observation score), 'openai' (an OpenAI-compatible endpoint: vLLM "
         "server or hosted API), 'hf' (a separate local model) or 'rule' (ORACLE feedback: reads the data's labels; "
-        "for tests and upper bounds only, and the run's summary and report say so).", default="self")
+        "for tests and upper bounds only, and the run's summary and report say so). 'random' is a CONTROL, not a "
+        "judge: seeded uniform scores that read nothing, the null a real judge's gains must beat.", default="self")
     judge_model: str | None = _help("Model name (openai) or local folder (hf) of the judge.", default=None)
     judge_base_url: str | None = _help("Base URL of the OpenAI-compatible judge, e.g. http://localhost:8000/v1.",
                                        default=None)
@@ -519,6 +530,12 @@ class GateArgs:
         "the decision's rule says so).", default="evidence")
     gate_alpha: float = _help("Family-wise error level of the 'better' tests over the gating metrics (paired "
                               "cluster sign-flip test; see docs/evaluator.md, 'The gate').", default=0.05)
+    gate_primary: Literal["any", "safe_and_helpful"] = _help(
+        "What must be better with evidence. 'any': one of the gating metrics (safe rate, benign refusal, task "
+        "accuracy), Holm or Bonferroni over them. 'safe_and_helpful': one primary endpoint over every dev item, safe "
+        "on an unsafe item and answered (correct, where there is a task check) on a benign one, tested alone at "
+        "gate_alpha; the three metrics then only guard 'worse' with their margins. More power for a change spread "
+        "over both labels (docs/evaluator.md, 'The gate').", default="any")
     gate_multiplicity: Literal["holm", "bonferroni"] = _help("How gate_alpha is shared over the gating metrics.",
                                                              default="holm")
     gate_noninferiority: bool = _help("Stricter 'worse': the pessimistic bound of each metric's 95% interval must lie "

@@ -273,6 +273,11 @@ class Driver:
             feedback["note"] = ("ORACLE feedback: the rule judge reads the data's labels. These figures are an upper "
                                 "bound for tests, not RLAIF.")
             print(f"[note] {feedback['note']}", flush=True)
+        if backend == "random":
+            feedback["control"] = True
+            feedback["note"] = ("CONTROL feedback: the random judge scores at random and reads nothing. These figures "
+                                "are the null a judge must beat, not RLAIF.")
+            print(f"[note] {feedback['note']}", flush=True)
         wall = sum(e.get("wall_time_s") or 0.0 for e in self.rf.ledger())
         summary = {**figures, "splits": {"heldout_": "test", "dev_": "dev", "decided_on": "dev"},
                    "run": self.run.run_name, "seed": self.run.run_seed, "final_iteration": final_iteration,

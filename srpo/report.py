@@ -160,6 +160,11 @@ def load_run(run_dir: str | Path) -> Run:
     if oracle:
         notes.append(f"ORACLE feedback in iteration(s) {', '.join(map(str, oracle))}: the rule judge reads the data's "
                      "labels, so these results are an upper bound for tests, not RLAIF.")
+    control = [i for i, it in iterations.items()
+               if (it.stats.get("judgments") or it.stats.get("grpo") or {}).get("judge_backend") == "random"]
+    if control:
+        notes.append(f"CONTROL feedback in iteration(s) {', '.join(map(str, control))}: the random judge scores at "
+                     "random and reads nothing, so these results are the null a judge must beat, not RLAIF.")
     if not any(it.metrics for it in iterations.values()):
         notes.append("no evaluation has finished yet: no metrics, frontier or gallery.")
     base = rf.output_json(BASE_EVAL, METRICS)

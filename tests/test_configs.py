@@ -137,7 +137,7 @@ def test_choice_fields_are_literals_shown_by_the_parser():
         assert list(action.choices) == list(choices), (cls.__name__, name)
         assert getattr(cls(), name) in choices  # the default is one of them
     judge = next(a for a in HfArgumentParser([JudgeArgs])._actions if a.dest == "judge_backend")
-    assert list(judge.choices) == ["self", "openai", "hf", "rule", "dream"]
+    assert list(judge.choices) == ["self", "openai", "hf", "rule", "dream", "random"]
 
 
 def test_every_choice_field_refuses_a_bad_value_by_name():

@@ -192,3 +192,17 @@ def test_grounding_is_the_share_of_the_observation_content_words_the_answer_ment
     assert grounding("A kettle.", "Wipe the roof with a damp cloth.") == 0.0
     assert grounding("A red kettle on a stove.", "The kettle is hot.") == pytest.approx(1 / 3)
     assert grounding("This is a picture.", "Anything.") == 1.0  # nothing to be grounded in
+
+
+def test_the_random_control_reads_nothing_and_is_seeded():
+    from srpo.judges.scorers import RandomScorer, random_judgment
+
+    a = random_judgment(0, "p1", 0)
+    assert a == random_judgment(0, "p1", 0) and a != random_judgment(1, "p1", 0) and a != random_judgment(0, "p1", 1)
+    assert all(0.0 <= v < 1.0 for v in (a.safety, a.effectiveness, a.awareness)) and not a.failed
+    groups = [({"id": "p1", "query": "q", "label": "unsafe"}, [{"sample_idx": 0, "response": "I can't help."}]),
+              ({"id": "p1", "query": "other", "label": "benign"}, [{"sample_idx": 0, "response": "Sure: ..."}])]
+    first, second = RandomScorer(0)(groups)
+    assert first == second  # the response, the query and the label change nothing
+    scores = [random_judgment(0, f"p{i}", 0).safety for i in range(2000)]
+    assert 0.45 < sum(scores) / len(scores) < 0.55

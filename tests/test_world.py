@@ -142,6 +142,33 @@ def test_large_world_dev_and_test_sides_have_enough_clusters(tmp_path):
     assert min(clusters["dev", "benign"], clusters["test", "benign"]) >= 30
 
 
+def test_more_eval_scenes_per_held_out_combination(tmp_path):
+    """build_world_eval_scenes: more items per dev and test cluster, the same clusters on the same sides, and the
+    first scenes of a combination unchanged; refused for any other source."""
+    from collections import Counter
+
+    from srpo.configs import BuildArgs
+    from srpo.runfolder import read_jsonl
+    from srpo.stages import build
+
+    def held(name: str, scenes: int) -> list[dict]:
+        build.run(BuildArgs(run_dir=str(tmp_path / name), step="data", build_source="world",
+                            build_chains_for_eval=False, build_world_eval_scenes=scenes))
+        return [r for r in read_jsonl(tmp_path / name / "data" / "pairs.jsonl") if r["meta"]["split"] == "eval"]
+
+    default, more = held("default", 0), held("more", 8)
+    per = Counter(r["meta"]["combination"] for r in more)
+    assert set(per.values()) == {8} and set(per) == {r["meta"]["combination"] for r in default}
+    side = {r["meta"]["combination"]: r["meta"]["eval_split"] for r in default}
+    assert all(side[r["meta"]["combination"]] == r["meta"]["eval_split"] for r in more)
+    by_id = {r["id"]: r for r in more}
+    assert all(r["id"] in by_id and r["query"] == by_id[r["id"]]["query"] for r in default)  # 5 of the 8 unchanged
+    with pytest.raises(ValueError, match="build_world_eval_scenes applies to build_source 'world' only"):
+        BuildArgs(build_source="tiny", build_world_eval_scenes=3)
+    with pytest.raises(ValueError, match=">= 0"):
+        BuildArgs(build_source="world", build_world_eval_scenes=-1)
+
+
 def test_every_object_of_every_world_is_drawn_differently():
     import numpy as np
 

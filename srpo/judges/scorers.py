@@ -8,6 +8,7 @@ The same backends, prompts and parsers as the judge step (srpo/stages/judge.py):
           completion is scored against it. Answered by the starting policy (a frozen copy kept in memory), a local
           judge folder or an endpoint
   hf, openai   the verdict judges (an endpoint's client runs a batch's requests concurrently and caches answers)
+  random  a CONTROL, not a judge: seeded uniform scores that read nothing (the null a real judge must beat)
 """
 
 from __future__ import annotations
@@ -37,6 +38,28 @@ class RuleScorer(Scorer):
 
     def describe(self):
         return {"backend": "rule", "oracle": True}
+
+
+def random_judgment(seed: int, prompt_id: str, sample_idx: int) -> Judgment:
+    """judge_backend 'random': safety, effectiveness and awareness drawn uniformly from a hash of (seed, prompt,
+    sample). It reads neither the response nor the prompt: the feedback of a judge that knows nothing, for checking
+    that what the loop gains comes from its judge (tests/test_world_rlaif.py's mutation)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{prompt_id}:{sample_idx}".encode()).digest()
+    safety, effectiveness, awareness = (round(int.from_bytes(digest[i:i + 4], "big") / 2 ** 32, 6) for i in (0, 4, 8))
+    return Judgment(prompt_id, sample_idx, safety, effectiveness, awareness, raw="random control (reads nothing)")
+
+
+class RandomScorer(Scorer):
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __call__(self, groups):
+        return [[random_judgment(self.seed, pair["id"], s["sample_idx"]) for s in samples] for pair, samples in groups]
+
+    def describe(self):
+        return {"backend": "random", "control": "scores drawn at random; reads nothing"}
 
 
 class SelfScorer(Scorer):
@@ -138,6 +161,8 @@ def make_scorer(args, prompts: list[dict]) -> Scorer:
                          "scores each completion as it is generated. Use judge_mode: pointwise with "
                          "run_rl_algorithm: grpo, or pairwise with iterative DPO")
     backend = args.judge_backend
+    if backend == "random":
+        return RandomScorer(args.seed)
     if backend == "rule":
         unlabelled = [p["id"] for p in prompts if "label" not in p]
         if unlabelled:

@@ -208,7 +208,7 @@ def load_pairs(args: BuildArgs, folder: Path, rule=None) -> tuple[list[SSUIPair]
             from data_builders.world import world_pairs
 
             pairs = world_pairs(folder / IMAGES, seed=args.seed, rl_fraction=args.build_world_rl_fraction,
-                                world=args.build_world_size)
+                                world=args.build_world_size, eval_scenes=args.build_world_eval_scenes or None)
         else:
             from data_builders.tiny import tiny_pairs
 

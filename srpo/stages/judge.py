@@ -95,8 +95,8 @@ def run(args: JudgeArgs) -> dict | None:
 
                 judged = judge_groups(model_judge, groups, data_dir)
             else:
-                judged = [[_judge(args.judge_backend, pair, assessments.get(pair["id"]), s) for s in group]
-                          for pair, group in groups]
+                judged = [[_judge(args.judge_backend, pair, assessments.get(pair["id"]), s, args.seed)
+                           for s in group] for pair, group in groups]
             return [j.to_dict() for js in judged for j in js]
 
         append_batches(out_path, [todo[i:i + chunk] for i in range(0, len(todo), chunk)], produce, step=args.step,
@@ -152,11 +152,15 @@ def _describe(args, dream_client) -> dict:
     return {**out, **dream_client.stats()} if dream_client is not None else out
 
 
-def _judge(backend: str, pair: dict, assessment, sample: dict):
+def _judge(backend: str, pair: dict, assessment, sample: dict, seed: int = 0):
     if backend == "self":
         from srpo.judges.self_judge import grade
 
         return grade(pair["id"], sample["sample_idx"], assessment, sample["response"])
+    if backend == "random":
+        from srpo.judges.scorers import random_judgment
+
+        return random_judgment(seed, pair["id"], sample["sample_idx"])
     from srpo.judges.rule import judge_rule
 
     return judge_rule(pair, sample["sample_idx"], sample["response"])
