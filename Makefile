@@ -25,7 +25,7 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest -q tests -m "not world_rlaif"
 
-# RLAIF's own effect over five world seeds, and its random-judge mutation (tests/test_world_rlaif.py): about 40
+# RLAIF's own effect over five world seeds, and its random-judge mutation (tests/test_world_rlaif.py): about 30
 # minutes on 2 CPU cores, more than CI's budget leaves, so it has its own target.
 test-world-rlaif: install
 	$(PY) -m pytest -q -s tests -m world_rlaif
