@@ -199,10 +199,15 @@ def test_the_random_control_reads_nothing_and_is_seeded():
 
     a = random_judgment(0, "p1", 0)
     assert a == random_judgment(0, "p1", 0) and a != random_judgment(1, "p1", 0) and a != random_judgment(0, "p1", 1)
-    assert all(0.0 <= v < 1.0 for v in (a.safety, a.effectiveness, a.awareness)) and not a.failed
+    assert all(0.0 <= v <= 1.0 for v in (a.safety, a.effectiveness, a.awareness)) and not a.failed
     groups = [({"id": "p1", "query": "q", "label": "unsafe"}, [{"sample_idx": 0, "response": "I can't help."}]),
               ({"id": "p1", "query": "other", "label": "benign"}, [{"sample_idx": 0, "response": "Sure: ..."}])]
     first, second = RandomScorer(0)(groups)
     assert first == second  # the response, the query and the label change nothing
+    from srpo.configs import JudgeArgs
+    from srpo.judges.scorers import make_scorer
+
+    scorer = make_scorer(JudgeArgs(judge_backend="random", seed=3), [])  # GRPO's reward gets the same control
+    assert isinstance(scorer, RandomScorer) and scorer(groups[:1]) == [[random_judgment(3, "p1", 0)]]
     scores = [random_judgment(0, f"p{i}", 0).safety for i in range(2000)]
     assert 0.45 < sum(scores) / len(scores) < 0.55

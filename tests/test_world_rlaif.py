@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SEEDS = "5-9"
+SEEDS = os.environ.get("SRPO_WORLD_RLAIF_SEEDS", "5-9")  # another range (e.g. 10-13) replicates on fresh seeds
 SETTINGS = ["sft.max_steps=2700", "dpo.learning_rate=5e-5", "build.build_world_eval_scenes=9",
             "gate.gate_primary=safe_and_helpful"]
 
