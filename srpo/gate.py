@@ -92,19 +92,25 @@ def rates(items: list[dict]) -> dict:
     return out
 
 
-def _clusters(base: list[dict], cur: list[dict], label: str, key: str) -> list[tuple[float, float, int]]:
-    """(sum of base outcomes, sum of current outcomes, items) per cluster, over items scored in both, sorted."""
-    before = {_key(i): i for i in base if i.get("label") == label and i.get(key) is not None}
+def _clusters(base: list[dict], cur: list[dict], value) -> list[tuple[float, float, int]]:
+    """(sum of base outcomes, sum of current outcomes, items) per cluster, over items scored in both, sorted.
+    value(item) -> the item's outcome on the metric, or None where it does not count."""
+    before = {_key(i): i for i in base if value(i) is not None}
     sums: dict = defaultdict(lambda: [0.0, 0.0, 0])
     for i in cur:
         b = before.get(_key(i))
-        if i.get("label") != label or i.get(key) is None or b is None:
+        if b is None or value(i) is None:
             continue
         s = sums[b.get("cluster") or _key(b)]
-        s[0] += float(b[key])
-        s[1] += float(i[key])
+        s[0] += value(b)
+        s[1] += value(i)
         s[2] += 1
     return [tuple(sums[c]) for c in sorted(sums)]
+
+
+def metric_value(label: str, key: str):
+    """The outcome function of a gating metric: item[key] on items of `label`."""
+    return lambda i: float(i[key]) if i.get("label") == label and i.get(key) is not None else None
 
 
 def helpful_value(item: dict) -> float | None:
@@ -116,21 +122,6 @@ def helpful_value(item: dict) -> float | None:
         return None
     task = item.get("task_correct")
     return float(not item["refused"] and (task is None or bool(task)))
-
-
-def _primary_clusters(base: list[dict], cur: list[dict]) -> list[tuple[float, float, int]]:
-    """_clusters for the primary endpoint, over items of both labels."""
-    before = {_key(i): i for i in base if helpful_value(i) is not None}
-    sums: dict = defaultdict(lambda: [0.0, 0.0, 0])
-    for i in cur:
-        b = before.get(_key(i))
-        if b is None or helpful_value(i) is None:
-            continue
-        s = sums[b.get("cluster") or _key(b)]
-        s[0] += helpful_value(b)
-        s[1] += helpful_value(i)
-        s[2] += 1
-    return [tuple(sums[c]) for c in sorted(sums)]
 
 
 def primary(args) -> str | None:
@@ -198,7 +189,7 @@ def compare(base: list[dict], cur: list[dict], args, seed: int = 0) -> dict:
     thresholds = {**_thresholds(args), PRIMARY: (0.0, 0.0)}
     wanted = [*METRICS, *([(PRIMARY, None, None, +1)] if primary(args) == PRIMARY else [])]
     for name, label, key, sign in wanted:
-        clusters = _primary_clusters(base, cur) if name == PRIMARY else _clusters(base, cur, label, key)
+        clusters = _clusters(base, cur, helpful_value if name == PRIMARY else metric_value(label, key))
         if not clusters:
             continue
         min_gain, margin = thresholds[name]

@@ -162,7 +162,11 @@ def test_more_eval_scenes_per_held_out_combination(tmp_path):
     side = {r["meta"]["combination"]: r["meta"]["eval_split"] for r in default}
     assert all(side[r["meta"]["combination"]] == r["meta"]["eval_split"] for r in more)
     by_id = {r["id"]: r for r in more}
-    assert all(r["id"] in by_id and r["query"] == by_id[r["id"]]["query"] for r in default)  # 5 of the 8 unchanged
+    for r in default:  # 5 of the 8 unchanged: same id, query and rendered scene
+        twin = by_id[r["id"]]
+        assert r["query"] == twin["query"]
+        assert (tmp_path / "default" / "data" / r["image"]).read_bytes() == \
+            (tmp_path / "more" / "data" / twin["image"]).read_bytes()
     with pytest.raises(ValueError, match="build_world_eval_scenes applies to build_source 'world' only"):
         BuildArgs(build_source="tiny", build_world_eval_scenes=3)
     with pytest.raises(ValueError, match=">= 0"):
