@@ -167,12 +167,13 @@ class Driver:
                           self.run.run_name, {"recipe": self.recipe})
         tracker.log_iteration(0, self.rf.manifest(RunFolder.iter_step(0, "eval"))["stats"], None, None)
         decisions = []
-        current = 0
+        current = 0  # the last accepted iteration: the shipped policy
+        start = 0  # the iteration the next one trains from (the gate's next_policy_iteration)
         for t in range(1, self.run.run_iterations + 1):
             def it(stage, t=t):
                 return RunFolder.iter_step(t, stage)
 
-            policy = self.policy_of(current)
+            policy = self.policy_of(start)
             if self.run.run_rl_algorithm == "grpo":
                 judged = self.grpo_step(t, policy, data_dir)
             else:
@@ -183,6 +184,7 @@ class Driver:
             self.track(tracker, t, decision, judged["stats"])
             if decision.decision == "accept":
                 current = t
+            start = decision.next_policy_iteration
             print(f"[gate] iter {t}: {decision.decision} — {'; '.join(decision.reasons)}", flush=True)
             if decision.decision == "stop":
                 break

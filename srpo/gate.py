@@ -24,6 +24,13 @@ lower is better; task_accuracy over benign items with a task check, higher is be
   reject    otherwise: the next iteration starts again from the last accepted policy (rollback);
   stop      when gate_patience iterations in a row were rejected.
 
+With gate_rollback "when_worse" a rejected iteration that is worse on no metric, and whose tested endpoint is up as a
+point estimate (the primary endpoint, or with "any" every tested metric not down and one up), is kept as the start of
+the next iteration (`next_policy_iteration`), while the comparison base stays the last accepted iteration: a gain too
+small to show in one iteration can add up over several, each still tested against the shipped policy. The number of
+looks at one base is gate_patience either way, so the chance that a streak accepts a change that is no better stays
+as it was (at most gate_patience x gate_alpha). A rejected candidate is never shipped.
+
 With gate_primary "safe_and_helpful" there is one primary endpoint instead of a family of three: per item, safe on
 an unsafe item, answered (and correct, where the item has a task check) on a benign one, over every dev item, so
 the unsafe and the benign clusters count together. Only it is tested for "better", alone at gate_alpha; the three
@@ -266,12 +273,28 @@ def _describe(name: str, c: dict) -> str:
 
 
 def _streak_end(iteration: int, base_it: int, previous: list[GateDecision], reasons: list, args, deltas: dict,
-                **fields) -> GateDecision:
+                keep: bool = False, **fields) -> GateDecision:
+    """A rejection (or, at gate_patience in a row, a stop). keep: the next iteration starts from this candidate
+    instead of the last accepted policy (gate_rollback "when_worse")."""
     streak = (previous[-1].consecutive_rejections if previous and previous[-1].decision != "accept" else 0) + 1
     decision = "stop" if streak >= args.gate_patience else "reject"
     if decision == "stop":
         reasons.append(f"{streak} rejected iteration(s) in a row reached gate_patience={args.gate_patience}")
-    return GateDecision(iteration, decision, reasons, base_it, base_it, streak, deltas, **fields)
+    elif keep:
+        reasons.append(f"worse on no metric and up as a point estimate: iteration {iteration + 1} starts from this "
+                       f"candidate (gate_rollback=when_worse) and is compared with iteration {base_it}, which stays "
+                       "the shipped policy")
+    nxt = iteration if keep and decision == "reject" else base_it
+    return GateDecision(iteration, decision, reasons, base_it, nxt, streak, deltas, **fields)
+
+
+def promising(comparison: dict, tested: list[str]) -> bool:
+    """Worth continuing from (gate_rollback "when_worse"): no metric worse, and the tested endpoint up as a point
+    estimate (every tested metric not down and at least one up)."""
+    if not tested or any(c["worse"] for c in comparison.values()):
+        return False
+    ups = [comparison[n]["improvement"] for n in tested]
+    return min(ups) >= 0 and max(ups) > 0
 
 
 def last_accepted(iteration: int, previous: list[GateDecision]) -> int:
@@ -327,7 +350,10 @@ def decide(evaluations: dict[int, list[dict]], iteration: int, previous: list[Ga
                 reasons.append(f"{name}: {c['n_clusters']} clusters, smallest attainable p "
                                f"{c['min_p_attainable']:.4g} > alpha/m {args.gate_alpha / len(tested):.4g}")
     if reasons:
-        return _streak_end(iteration, base_it, previous, reasons, args, deltas, **fields)
+        keep = (getattr(args, "gate_rollback", "always") == "when_worse" and not worse
+                and (judge_failure_rate or 0.0) <= args.gate_max_judge_failure_rate
+                and all(name in comparison for name in REQUIRED) and promising(comparison, tested))
+        return _streak_end(iteration, base_it, previous, reasons, args, deltas, keep=keep, **fields)
     return GateDecision(iteration, "accept",
                         [f"better against iteration {base_it}: " + "; ".join(_describe(n, comparison[n])
                                                                              for n in better),

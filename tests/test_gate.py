@@ -513,3 +513,73 @@ def test_the_primary_endpoint_has_more_power_for_a_change_spread_over_both_label
     assert primary_rate >= any_rate + 0.2
     same = [(b, flipped(b, rng, gain=0.0, loss=0.0)) for b, _ in pairs]
     assert acceptance_rate(same, PRIMARY_ARGS) == 0.0
+
+
+# ------------------------------------------------------------- gate_rollback: continue from a candidate not worse
+
+ROLLBACK_ARGS = dataclasses.replace(PRIMARY_ARGS, gate_rollback="when_worse")
+
+
+def test_a_candidate_up_but_not_shown_better_is_the_next_start_under_when_worse():
+    # Safe rate 0.50 -> 0.52 moves two of 20 clusters by one item: up, and no evidence (p = 1/4).
+    e = {0: evaluation(0.5, 0.2), 1: evaluation(0.52, 0.2)}
+    rolled = decide(e, 1, [], PRIMARY_ARGS)
+    kept = decide(e, 1, [], ROLLBACK_ARGS)
+    assert rolled.decision == kept.decision == "reject" and rolled.comparison == kept.comparison
+    assert (rolled.compared_with, rolled.next_policy_iteration) == (0, 0)
+    assert (kept.compared_with, kept.next_policy_iteration) == (0, 1)
+    assert any("iteration 2 starts from this candidate (gate_rollback=when_worse)" in r for r in kept.reasons)
+    # The next iteration is still compared with iteration 0: the gains add up, and two of them are evidence.
+    e[2] = evaluation(0.7, 0.2)
+    second = decide(e, 2, [kept], ROLLBACK_ARGS)
+    assert (second.decision, second.compared_with, second.next_policy_iteration) == ("accept", 0, 2)
+
+
+@pytest.mark.parametrize("why,candidate,failure", [
+    ("worse on a gating metric", evaluation(0.9, 0.3), 0.0),  # safer, but refusal +10 points: beyond its margin
+    ("the primary endpoint down", evaluation(0.5, 0.22), 0.0),  # refusal +2 points: within its margin, still down
+    ("a tie", evaluation(0.5, 0.2), 0.0),
+    ("the judge failed", evaluation(0.52, 0.2), 0.5),
+])
+def test_when_worse_rolls_back_what_it_should_not_continue_from(why, candidate, failure):
+    d = decide({0: evaluation(0.5, 0.2), 1: candidate}, 1, [], ROLLBACK_ARGS, judge_failure_rate=failure)
+    assert d.decision == "reject" and d.next_policy_iteration == 0, why
+
+
+def test_a_kept_candidate_is_never_shipped_and_patience_still_stops():
+    e = {0: evaluation(0.5, 0.2), 1: evaluation(0.52, 0.2), 2: evaluation(0.54, 0.2)}
+    first = decide(e, 1, [], ROLLBACK_ARGS)
+    second = decide(e, 2, [first], ROLLBACK_ARGS)  # up again, still no evidence: the second rejection in a row
+    assert first.next_policy_iteration == 1 and first.consecutive_rejections == 1
+    assert (second.decision, second.compared_with, second.next_policy_iteration) == ("stop", 0, 0)
+    assert gate.last_accepted(3, [first, second]) == 0
+
+
+def loop(base: list[dict], rng, gain: float, loss: float, args) -> bool:
+    """Two iterations of the loop, each a greedy change (flipped) of the policy it starts from; True if either was
+    accepted."""
+    evals, previous = {0: base}, []
+    for t in (1, 2):
+        start = previous[-1].next_policy_iteration if previous else 0
+        evals[t] = flipped(evals[start], rng, gain, loss)
+        previous.append(decide(evals, t, previous, args))
+        if previous[-1].decision == "accept":
+            return True
+    return False
+
+
+def test_when_worse_adds_up_small_gains_and_keeps_the_error_of_two_looks():
+    """The world's dev shape (16 unsafe, 32 benign clusters of 9) and the change of the power test above, once per
+    iteration (10 % of the bad outcomes turn good, 3 % of the good ones bad). Over two iterations it is accepted more
+    often when the second builds on a first that was up but not yet evidence (same draws for both rules); a change
+    with no direction (3 % each way) is accepted no more often than two looks at alpha allow."""
+    rng = random.Random("rollback")
+    bases = [simulated_eval(simulated_policy(rng, 16, 32, refuse=(1, 6)), rng, per=9) for _ in range(REPEATS // 2)]
+    power = {name: sum(loop(b, random.Random(f"change:{k}"), 0.10, 0.03, args) for k, b in enumerate(bases))
+             / len(bases) for name, args in (("always", PRIMARY_ARGS), ("when_worse", ROLLBACK_ARGS))}
+    null = sum(loop(b, random.Random(f"null:{k}"), 0.03, 0.03, ROLLBACK_ARGS)
+               for k, b in enumerate(bases)) / len(bases)
+    print(f"\nsmall change over two iterations: accepted {power['always']:.1%} (rollback always) against "
+          f"{power['when_worse']:.1%} (when worse); no direction: {null:.1%}")
+    assert power["when_worse"] >= power["always"] + 0.03
+    assert null <= 2 * 0.05 + 2 * (0.1 * 0.9 / len(bases)) ** 0.5

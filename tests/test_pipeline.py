@@ -239,3 +239,39 @@ def test_changed_config_redoes_from_the_changed_step(smoke_run):
     driver.run_all()
     assert driver.executed[0] == "iter_001/pairs"
     assert "iter_001/samples" not in driver.executed and "sft" not in driver.executed
+
+
+def test_the_driver_trains_from_the_gates_next_policy_and_ships_the_last_accepted(tmp_path, monkeypatch):
+    """gate_rollback when_worse in the driver: an iteration starts from the previous decision's
+    next_policy_iteration (a kept candidate included), and the final policy is the last accepted one."""
+    import srpo.model_specs
+    import srpo.tracking
+    from srpo.driver import Driver
+    from srpo.gate import GateDecision
+    from srpo.recipe import load_recipe
+
+    class Quiet:
+        def __init__(self, *a, **k):
+            pass
+
+        def log_iteration(self, *a, **k):
+            pass
+
+        def close(self):
+            pass
+
+    driver = Driver(load_recipe(SMOKE, [f"run.run_runs_dir={tmp_path}", "run.run_iterations=4", "gate.gate_patience=3",
+                                        "gate.gate_rollback=when_worse", "run.run_report_to=none"]), SMOKE)
+    # (decision, compared_with, next_policy_iteration): kept, accepted, kept, rolled back
+    script = {1: ("reject", 0, 1), 2: ("accept", 0, 2), 3: ("reject", 2, 3), 4: ("reject", 2, 2)}
+    started = []
+    monkeypatch.setattr(srpo.model_specs, "resolve_model", lambda *a, **k: "model")
+    monkeypatch.setattr(srpo.tracking, "Tracker", Quiet)
+    monkeypatch.setattr(type(driver.rf), "manifest", lambda self, step: {"stats": {}})
+    monkeypatch.setattr(driver, "execute", lambda *a, **k: {"stats": {}})
+    monkeypatch.setattr(driver, "dpo_iteration", lambda t, policy, data_dir: started.append(policy) or {"stats": {}})
+    monkeypatch.setattr(driver, "gate_step", lambda t: GateDecision(t, script[t][0], [], *script[t][1:], 0, {}))
+    monkeypatch.setattr(driver, "track", lambda *a: None)
+    monkeypatch.setattr(driver, "summary", lambda decisions, final: (final, [d.decision for d in decisions]))
+    assert driver.run_all() == (2, ["reject", "accept", "reject", "reject"])
+    assert started == [driver.policy_of(i) for i in (0, 1, 2, 3)]
