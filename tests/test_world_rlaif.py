@@ -13,8 +13,8 @@ marker and target (`make test-world-rlaif`); the check's own cases below run in 
 
 A regression check, not evidence: the variant was fixed after the one reading of test, where the loop chosen on dev
 (GRPO) missed and this one passed by a margin of 0.05 points on one accepted iteration of five seeds. Fresh seeds
-(SRPO_WORLD_RLAIF_SEEDS=10-13) fail it, and so can another machine's trajectories: the method issue's binding check is
-still open (docs/world.md, "A gate with power").
+(SRPO_WORLD_RLAIF_SEEDS=10-13, and 14-18) fail it, and so can another machine's trajectories: the method issue's
+binding check is still open (docs/world.md, "A gate with power" and "Fresh seeds 14-18").
 """
 
 import json
