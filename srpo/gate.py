@@ -350,7 +350,7 @@ def decide(evaluations: dict[int, list[dict]], iteration: int, previous: list[Ga
                 reasons.append(f"{name}: {c['n_clusters']} clusters, smallest attainable p "
                                f"{c['min_p_attainable']:.4g} > alpha/m {args.gate_alpha / len(tested):.4g}")
     if reasons:
-        keep = (getattr(args, "gate_rollback", "always") == "when_worse" and not worse
+        keep = (getattr(args, "gate_rollback", "always") == "when_worse"
                 and (judge_failure_rate or 0.0) <= args.gate_max_judge_failure_rate
                 and all(name in comparison for name in REQUIRED) and promising(comparison, tested))
         return _streak_end(iteration, base_it, previous, reasons, args, deltas, keep=keep, **fields)

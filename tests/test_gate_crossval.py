@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests_support import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def crossval():
-    spec = importlib.util.spec_from_file_location("gate_crossval", ROOT / "benchmarks" / "gate_crossval.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("gate_crossval")
 
 
 def _items(good: dict[str, float], clusters: int = 20, per: int = 3) -> list[dict]:

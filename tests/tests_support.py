@@ -47,3 +47,14 @@ def hand_samples(tiny_data: Path, tmp_path: Path, n_prompts: int, k: int = 2) ->
     write_manifest(samples, step="samples", fingerprint="hand", config={}, inputs={}, outputs=["samples.jsonl"],
                    started=0.0)
     return samples
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
