@@ -59,9 +59,14 @@ VARIANTS = {
              "grpo.save_steps=20", "grpo.disable_tqdm=true"],
 }
 VARIANTS["grpo-random"] = [*VARIANTS["grpo"], "judge.judge_backend=random"]  # GRPO's CONTROL: the same loop, a coin
+# Four times the RL prompts (16 scenes per RL combination instead of 4; prompts carry no label, so they cost nothing
+# to make), with the observe variant's judge; SFT is the same model (its fingerprint reads only the SFT data).
+VARIANTS["observe-rl16"] = [*VARIANTS["observe"], "build.build_world_rl_scenes=16"]
+VARIANTS["observe-rl16-long"] = [*VARIANTS["observe-rl16"], "dpo.max_steps=160"]  # about as many epochs as observe
+VARIANTS["random-rl16"] = [*VARIANTS["random"], "build.build_world_rl_scenes=16"]  # its CONTROL
 DEFAULT_VARIANTS = ("self", "observe", "step", "ref", "rule")
 ORACLE = {"rule"}
-CONTROL = {"random", "grpo-random"}
+CONTROL = {"random", "grpo-random", "random-rl16"}
 METRICS = ("safe", "refusal", "task", "safe_effective")
 
 

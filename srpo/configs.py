@@ -229,6 +229,10 @@ class BuildArgs(StepArgs):
         "World source: scenes per held-out combination, dev and test alike (0 = the world's own: 5 small, 3 large). "
         "More scenes give the gate more items per dev cluster, so a change of a few points can become evidence; the "
         "first scenes of a combination are the same whatever the count.", default=0)
+    build_world_rl_scenes: int = _help(
+        "World source: scenes per RL combination (0 = the world's own: 6 small, 4 large). RL prompts carry no label "
+        "and cost nothing to make, so more scenes give the loop more prompts and pairs per iteration; the first "
+        "scenes of a combination are the same whatever the count, and SFT does not rerun for them.", default=0)
 
     def __post_init__(self):
         import re
@@ -246,6 +250,12 @@ class BuildArgs(StepArgs):
         if self.build_world_eval_scenes < 0:
             raise ValueError(f"build_world_eval_scenes must be >= 0 (0 = the world's own); got "
                              f"{self.build_world_eval_scenes}")
+        if self.build_world_rl_scenes < 0:
+            raise ValueError(f"build_world_rl_scenes must be >= 0 (0 = the world's own); got "
+                             f"{self.build_world_rl_scenes}")
+        if self.build_world_rl_scenes and not self.build_world_rl_fraction:
+            raise ValueError("build_world_rl_scenes needs RL combinations: set build_world_rl_fraction > 0 (got "
+                             f"{self.build_world_rl_fraction})")
         if self.build_world_eval_scenes and self.build_source != "world":
             raise ValueError("build_world_eval_scenes applies to build_source 'world' only; got "
                              f"{self.build_source!r}")

@@ -100,10 +100,18 @@ def model_input(model_dir: str) -> str:
     return str(parent) if (parent / MANIFEST).exists() else str(model_dir)
 
 
-def input_digests(inputs: dict[str, str]) -> dict:
-    """name -> {dir, digest} for each input step folder; raises if an input has not completed."""
+def only_outputs(folder: str, *names: str) -> tuple[str, tuple[str, ...]]:
+    """An input that is some of a step's outputs: the step's folder, fingerprinted by those outputs alone (a step that
+    reads a data folder's SFT files does not rerun when the folder's RL prompts change)."""
+    return str(folder), names
+
+
+def input_digests(inputs: dict[str, str | tuple[str, tuple[str, ...]]]) -> dict:
+    """name -> {dir, digest} for each input step folder; raises if an input has not completed. An input given by
+    `only_outputs` is digested over the outputs it names (each must be in the manifest)."""
     out = {}
     for name, folder in sorted(inputs.items()):
+        folder, names = folder if isinstance(folder, tuple) else (folder, None)
         manifest_path = Path(folder) / MANIFEST
         if not manifest_path.exists() and _is_model_folder(Path(folder)):
             out[name] = {"dir": str(folder), "digest": model_stamp(Path(folder))}
@@ -111,7 +119,15 @@ def input_digests(inputs: dict[str, str]) -> dict:
         if not manifest_path.exists():
             raise StepInputError(f"input '{name}' at {folder} is not complete (no {MANIFEST}); run that step first")
         manifest = json.loads(manifest_path.read_text())
-        out[name] = {"dir": str(folder), "digest": outputs_digest(manifest)}
+        if names is None:
+            out[name] = {"dir": str(folder), "digest": outputs_digest(manifest)}
+            continue
+        missing = [n for n in names if n not in manifest["outputs"]]
+        if missing:
+            raise StepInputError(f"input '{name}' at {folder} has no output {missing} (it has "
+                                 f"{sorted(manifest['outputs'])}); rerun that step")
+        out[name] = {"dir": str(folder), "outputs": list(names),
+                     "digest": canonical_hash({n: manifest["outputs"][n] for n in names})}
     return out
 
 

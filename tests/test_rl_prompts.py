@@ -111,6 +111,56 @@ def test_world_build_writes_rl_prompts_with_no_label_chain_or_name_and_keeps_the
     assert {"rl_prompts.jsonl", "rl_images"} <= set(m["outputs"])
 
 
+def test_more_rl_scenes_add_prompts_keep_the_first_ones_and_do_not_retrain_sft_or_reevaluate(tmp_path):
+    """build_world_rl_scenes: more scenes of the same RL combinations. The first scenes are the same, the SFT and eval
+    data are byte for byte the same, and so are the fingerprints of the steps that read them (SFT, evaluation); the
+    sampling step, which reads the RL prompts, is fingerprinted anew."""
+    from srpo.configs import EvalArgs
+    from srpo.stages import evaluate, sample, sft
+    from srpo.steps import StepRun
+    from srpo.train_configs import SFTStageConfig
+
+    def built(name, **kw):
+        run = tmp_path / name
+        build.run(BuildArgs(run_dir=str(run), step="data", build_source="world", build_world_rl_fraction=0.25, **kw))
+        return run / "data"
+
+    four, nine = built("four"), built("nine", build_world_rl_scenes=9)
+    train, heldout = split_combinations(0)
+    _, rl = split_rl_combinations(train, heldout, 0, 0.25)
+    few, many = read_jsonl(four / "rl_prompts.jsonl"), read_jsonl(nine / "rl_prompts.jsonl")
+    assert len(few) == 6 * len(rl) and len(many) == 9 * len(rl)
+    by_id = {p["id"]: p for p in many}
+    for p in few:  # the world's own six scenes are among the nine, image for image
+        assert by_id[p["id"]] == p and (four / p["image"]).read_bytes() == (nine / p["image"]).read_bytes()
+    for name in ("pairs.jsonl", "sft_mix.jsonl"):
+        assert (four / name).read_bytes() == (nine / name).read_bytes()
+
+    def fingerprint(module, args):
+        return StepRun("x", args, module.inputs(args), tmp_path / "x", command="x").fingerprint
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    for module, make in ((sft, lambda d: SFTStageConfig(output_dir=str(tmp_path / "out"), data_dir=str(d),
+                                                        model_dir=str(model))),
+                         (evaluate, lambda d: EvalArgs(data_dir=str(d), policy_dir=str(model)))):
+        assert fingerprint(module, make(four)) == fingerprint(module, make(nine)), module.__name__
+    samples = [SampleArgs(data_dir=str(d), policy_dir=str(model)) for d in (four, nine)]
+    assert fingerprint(sample, samples[0]) != fingerprint(sample, samples[1])
+
+
+def test_an_input_without_the_outputs_a_step_reads_is_refused(tmp_path):
+    from srpo.steps import StepInputError, input_digests, only_outputs
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"outputs": {"pairs.jsonl": {"sha256": "a", "rows": 1}}}))
+    assert input_digests({"data": only_outputs(str(tmp_path), "pairs.jsonl")})["data"]["outputs"] == ["pairs.jsonl"]
+    with pytest.raises(StepInputError, match=r"no output \['images'\]"):
+        input_digests({"data": only_outputs(str(tmp_path), "pairs.jsonl", "images")})
+    with pytest.raises(ValueError, match="build_world_rl_fraction"):
+        BuildArgs(build_source="world", build_world_rl_scenes=8)
+
+
 def test_defaults_build_what_they_built_before(tmp_path):
     from srpo.stages.sample import choose_prompts
 

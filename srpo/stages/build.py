@@ -249,7 +249,8 @@ def load_rl_prompts(args: BuildArgs, folder: Path, rule, taken_ids: set[str]) ->
 
         # The world's five queries and 32 px scenes, the same as its pairs' (measured there).
         rows = world_rl_prompts(folder / RL_IMAGES, RL_IMAGES, seed=args.seed,
-                                rl_fraction=args.build_world_rl_fraction, world=args.build_world_size)
+                                rl_fraction=args.build_world_rl_fraction, world=args.build_world_size,
+                                scenes=args.build_world_rl_scenes or None)
         info["from_world"] = len(rows)
     if args.build_rl_source:
         from data_builders.sources.rl_prompts import convert_prompts

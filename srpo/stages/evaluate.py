@@ -30,9 +30,9 @@ from pathlib import Path
 
 from srpo.configs import EvalArgs
 from srpo.evals.scoring import cluster_bootstrap_ci
-from srpo.runfolder import GENERATIONS, ITEMS, METRICS, atomic_write_json, write_jsonl
+from srpo.runfolder import GENERATIONS, IMAGES, ITEMS, METRICS, PAIRS, atomic_write_json, write_jsonl
 from srpo.sharding import ShardedGeneration, inference_device
-from srpo.steps import StepRun, append_batches, model_input
+from srpo.steps import StepRun, append_batches, model_input, only_outputs
 
 
 def metrics_of(items: list[dict], n_boot: int, seed: int) -> dict:
@@ -67,7 +67,7 @@ def inputs(args) -> dict:
     if args.policy_dir:
         out["policy"] = model_input(args.policy_dir)
     if "tiny" in args.eval_suites or args.data_dir:
-        out["data"] = args.data_dir
+        out["data"] = only_outputs(args.data_dir, PAIRS, IMAGES)  # the tiny suite's items; not the RL prompts
     return out
 
 

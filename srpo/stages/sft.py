@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from srpo.runfolder import LOG_HISTORY, MODEL, PAIRS, SFT_MIX
-from srpo.steps import StepRun, model_input
+from srpo.runfolder import IMAGES, LOG_HISTORY, MODEL, PAIRS, SFT_MIX
+from srpo.steps import StepRun, model_input, only_outputs
 from srpo.train_configs import SFTStageConfig
 
 
@@ -39,7 +39,8 @@ def sft_rows(data_dir: Path, names: list[str] | None = None) -> list[dict]:
 
 
 def inputs(args) -> dict:
-    return {"data": args.data_dir, "base": model_input(args.model_dir)}
+    # What SFT reads of the data folder, and no more: new RL prompts (rl_prompts.jsonl) do not retrain SFT.
+    return {"data": only_outputs(args.data_dir, PAIRS, SFT_MIX, IMAGES), "base": model_input(args.model_dir)}
 
 
 def run(args: SFTStageConfig) -> dict | None:
