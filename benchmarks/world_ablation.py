@@ -17,6 +17,11 @@ Variants (each adds one switch to `self`; `rule` is the oracle upper bound):
   grpo      online RL instead of iterative DPO, with the observe variant's judge (docs/grpo.md)
   random    iterative DPO with a judge that scores at random: the CONTROL, the null every judge must beat
   grpo-random   GRPO with that judge (GRPO's control)
+  observe-rl16  observe with four times the RL prompts (build_world_rl_scenes: 16, no labels; the same SFT model)
+  observe-rl16-long   ... and 160 DPO steps instead of 40 (about as many passes over its pairs as observe)
+  observe-rl16-keep   ... and gate_rollback: when_worse (continue from a candidate that is worse on nothing)
+  random-rl16   the random judge with four times the RL prompts (observe-rl16's control)
+  observe-rl32, random-rl32   the same with eight times the RL prompts (32 scenes per RL combination)
 
 It reports, pooled over the seeds and paired item by item against the same seed's SFT model on the test split:
 the final (gated) policy, and the first iteration's policy before the gate (what RLAIF did, whatever the gate
@@ -63,10 +68,14 @@ VARIANTS["grpo-random"] = [*VARIANTS["grpo"], "judge.judge_backend=random"]  # G
 # to make), with the observe variant's judge; SFT is the same model (its fingerprint reads only the SFT data).
 VARIANTS["observe-rl16"] = [*VARIANTS["observe"], "build.build_world_rl_scenes=16"]
 VARIANTS["observe-rl16-long"] = [*VARIANTS["observe-rl16"], "dpo.max_steps=160"]  # about as many epochs as observe
+# ... and continuing from a rejected candidate that is worse on nothing (docs/evaluator.md, gate_rollback)
+VARIANTS["observe-rl16-keep"] = [*VARIANTS["observe-rl16"], "gate.gate_rollback=when_worse"]
 VARIANTS["random-rl16"] = [*VARIANTS["random"], "build.build_world_rl_scenes=16"]  # its CONTROL
+VARIANTS["observe-rl32"] = [*VARIANTS["observe"], "build.build_world_rl_scenes=32"]  # eight times the RL prompts
+VARIANTS["random-rl32"] = [*VARIANTS["random"], "build.build_world_rl_scenes=32"]
 DEFAULT_VARIANTS = ("self", "observe", "step", "ref", "rule")
 ORACLE = {"rule"}
-CONTROL = {"random", "grpo-random", "random-rl16"}
+CONTROL = {"random", "grpo-random", "random-rl16", "random-rl32"}
 METRICS = ("safe", "refusal", "task", "safe_effective")
 
 
