@@ -22,6 +22,9 @@ Variants (each adds one switch to `self`; `rule` is the oracle upper bound):
   observe-rl16-keep   ... and gate_rollback: when_worse (continue from a candidate that is worse on nothing)
   random-rl16   the random judge with four times the RL prompts (observe-rl16's control)
   observe-rl32, random-rl32   the same with eight times the RL prompts (32 scenes per RL combination)
+  observe-rl16-obs1, -obs4   observe-rl16 with 1 or 4 observed samples per prompt (sample_observed: sampled on
+                from the policy's own image-only answer as the Visual step)
+  random-rl16-obs1   the random judge with one observed sample (observe-rl16-obs1's control)
 
 It reports, pooled over the seeds and paired item by item against the same seed's SFT model on the test split:
 the final (gated) policy, and the first iteration's policy before the gate (what RLAIF did, whatever the gate
@@ -73,9 +76,14 @@ VARIANTS["observe-rl16-keep"] = [*VARIANTS["observe-rl16"], "gate.gate_rollback=
 VARIANTS["random-rl16"] = [*VARIANTS["random"], "build.build_world_rl_scenes=16"]  # its CONTROL
 VARIANTS["observe-rl32"] = [*VARIANTS["observe"], "build.build_world_rl_scenes=32"]  # eight times the RL prompts
 VARIANTS["random-rl32"] = [*VARIANTS["random"], "build.build_world_rl_scenes=32"]
+# Observed samples (sample_observed: n more per prompt, sampled on from the policy's own image-only answer as the
+# Visual step), with the observe variant's judge and four times the RL prompts; and their CONTROL.
+VARIANTS["observe-rl16-obs1"] = [*VARIANTS["observe-rl16"], "sample.sample_observed=1"]
+VARIANTS["observe-rl16-obs4"] = [*VARIANTS["observe-rl16"], "sample.sample_observed=4"]
+VARIANTS["random-rl16-obs1"] = [*VARIANTS["random-rl16"], "sample.sample_observed=1"]
 DEFAULT_VARIANTS = ("self", "observe", "step", "ref", "rule")
 ORACLE = {"rule"}
-CONTROL = {"random", "grpo-random", "random-rl16", "random-rl32"}
+CONTROL = {"random", "grpo-random", "random-rl16", "random-rl32", "random-rl16-obs1"}
 METRICS = ("safe", "refusal", "task", "safe_effective")
 
 

@@ -68,6 +68,7 @@ def as_mapping(name: str, value, example: str) -> dict:
 
 
 TRACKERS = ("none", "tensorboard", "wandb", "trackio")
+OBSERVE_QUERY = "What is in this picture?"  # the image-only pass's question (self-judge and observed samples)
 
 
 @dataclass
@@ -314,6 +315,15 @@ class SampleArgs(StepArgs):
         "prompt, cut just before its sample_branch_step line, then K continuations of that prefix, so the pairs "
         "differ from that step on; a prompt whose response is no parseable chain up to that step is sampled whole, "
         "and counted in the manifest).", default="whole")
+    sample_observed: int = _help(
+        "Extra responses per image prompt that start from what the policy sees in the image alone (DREAM's image-only "
+        "pass used as a rollout): the policy first answers sample_observe_query about the image, greedily, and the "
+        "chain is then sampled on from 'Visual: <that answer>'. They follow the K others (sample_idx K..K+n-1, "
+        "observed: true) and are judged like them, so where the joint reading names another object than the "
+        "policy sees alone, the pairs can prefer a chain grounded in its own observation. Nothing reads labels. "
+        "Prompts without an image get none. 0: off.", default=0)
+    sample_observe_query: str = _help("sample_observed: the question of the image-only pass (the self-judge's "
+                                      "judge_self_observe_query by default).", default=OBSERVE_QUERY)
     sample_branch_step: Literal["text", "combined", "risk", "consequences", "strategy", "answer"] = _help(
         "branched: the chain step (srpo.chain.STEPS) the K continuations start at; the shared prefix is the steps "
         "before it.", default="combined")
@@ -326,6 +336,12 @@ class SampleArgs(StepArgs):
         check_choices(self)
         if self.sample_k < 2:
             raise ValueError(f"sample_k must be >= 2 to form preference pairs; got {self.sample_k}")
+        if self.sample_observed < 0:
+            raise ValueError(f"sample_observed must be >= 0 (0 turns the observed samples off); got "
+                             f"{self.sample_observed}")
+        if self.sample_observed and self.sample_mode == "branched":
+            raise ValueError("sample_observed starts its samples at the Visual step, and sample_mode 'branched' "
+                             "shares a prefix up to a later step: use one or the other")
         if self.sample_temperature <= 0:
             raise ValueError(f"sample_temperature must be > 0 (sampling needs diversity); "
                              f"got {self.sample_temperature}")
@@ -366,7 +382,7 @@ class JudgeArgs(StepArgs):
         "about the image alone, its own chain starts its Visual step from that answer, and a sample's awareness "
         "also needs its Visual step to agree with it. 'none': the policy's plain greedy chain.", default="none")
     judge_self_observe_query: str = _help("self, judge_self_observe 'image': the question of the image-only pass.",
-                                          default="What is in this picture?")
+                                          default=OBSERVE_QUERY)
     judge_dream_samples: int = _help("dream: samples m of each risk-disentanglement pass; an observation is kept when "
                                      "more than half of them propose it (1 = one greedy answer).", default=3)
     judge_dream_temperature: float = _help("dream: sampling temperature of the m samples of each pass.", default=0.7)

@@ -18,6 +18,11 @@ with the batch seed and cut just before its sample_branch_step line; the K respo
 continuations of it, drawn from (prompt + prefix) with a second seed of the same batch. A prompt whose first response
 is no chain up to that step is sampled whole (prefix ""). Rows add branched, branch_step, branch_prefix,
 branch_fallback (why a prompt was sampled whole) and prefix_tokens_kept; the manifest counts both kinds of prompt.
+
+sample_observed: n (DREAM's image-only pass as a rollout): per prompt with an image, the policy first answers
+sample_observe_query about the image alone (greedy, as the self-judge's pass), then n more responses are sampled on
+from "Visual: <that answer>" with a third seed of the batch. They follow the K others (sample_idx K..K+n-1) with
+observed: true, observation and branch_prefix; the manifest counts them.
 """
 
 from __future__ import annotations
@@ -92,6 +97,36 @@ def branched_rows(args: SampleArgs, b: int, batch: list[dict], inputs: list, gen
     return rows
 
 
+def observed_seed(seed: int, batch_index: int) -> int:
+    """The seed of a batch's observed samples: a stream of its own, so turning them on leaves the K others as they
+    were."""
+    import hashlib
+
+    return int(hashlib.sha256(repr(("observed", seed, batch_index)).encode()).hexdigest()[:8], 16)
+
+
+def observed_rows(args: SampleArgs, b: int, batch: list[dict], inputs: list, gen) -> list[dict]:
+    """A batch's sample_observed responses per image prompt: the policy's greedy answer about the image alone, then
+    continuations of the Visual step that answer starts ({prompt_id, sample_idx >= K, response, observed,
+    observation, branch_prefix})."""
+    from srpo.judges.self_judge import OBSERVE_MAX_NEW_TOKENS, visual_prefix
+
+    with_image = [i for i, (_, image) in enumerate(inputs) if image is not None]
+    if not with_image:
+        return []
+    seen = gen([(args.sample_observe_query, inputs[i][1]) for i in with_image], k=1,
+               max_new_tokens=OBSERVE_MAX_NEW_TOKENS, temperature=0.0, top_p=1.0, seed=batch_seed(args.seed, b))
+    observations = [texts[0].strip() for texts in seen]
+    prefixes = [visual_prefix(o) if o else "" for o in observations]
+    texts = gen([inputs[i] for i in with_image], k=args.sample_observed, max_new_tokens=args.sample_max_new_tokens,
+                temperature=args.sample_temperature, top_p=args.sample_top_p, seed=observed_seed(args.seed, b),
+                prefixes=prefixes)
+    return [{"prompt_id": batch[i]["id"], "sample_idx": args.sample_k + j, "response": prefix + continuation,
+             "observed": True, "observation": observation, "branch_prefix": prefix}
+            for i, observation, prefix, ks in zip(with_image, observations, prefixes, texts, strict=True)
+            for j, continuation in enumerate(ks)]
+
+
 def branch_stats(rows: list[dict], step: str) -> dict:
     from collections import Counter
 
@@ -146,16 +181,19 @@ def _sample(args: SampleArgs, step: StepRun, shard: ShardedGeneration) -> dict |
             model.to(inference_device()).eval()
             tokenizer = processor.tokenizer
 
-            def gen(prompts, **kw):
-                return generate(model, processor, prompts, do_sample=True, **kw)
+            def gen(prompts, **kw):  # temperature 0 is greedy, as in vLLM
+                return generate(model, processor, prompts, do_sample=kw["temperature"] > 0, **kw)
+
         def produce(numbered):
             b, batch = numbered
+            inputs = pair_inputs(data_dir, batch)
             if args.sample_mode == "branched":
-                return branched_rows(args, b, batch, pair_inputs(data_dir, batch), gen, tokenizer)
-            texts = gen(pair_inputs(data_dir, batch), max_new_tokens=args.sample_max_new_tokens, k=args.sample_k,
+                return branched_rows(args, b, batch, inputs, gen, tokenizer)
+            texts = gen(inputs, max_new_tokens=args.sample_max_new_tokens, k=args.sample_k,
                         temperature=args.sample_temperature, top_p=args.sample_top_p, seed=batch_seed(args.seed, b))
-            return [{"prompt_id": p["id"], "sample_idx": k, "response": t}
+            rows = [{"prompt_id": p["id"], "sample_idx": k, "response": t}
                     for p, ks in zip(batch, texts, strict=True) for k, t in enumerate(ks)]
+            return rows + (observed_rows(args, b, batch, inputs, gen) if args.sample_observed else [])
 
         append_batches(shard.part_path, todo, produce, step=args.step, desc="sampling")
     position = {p["id"]: i for i, p in enumerate(prompts)}
@@ -165,6 +203,10 @@ def _sample(args: SampleArgs, step: StepRun, shard: ShardedGeneration) -> dict |
              "prompts_available": available, "processes": shard.world, "backend": args.sample_backend}
     if args.sample_mode == "branched" and shard.rank == 0:
         stats.update(branch_stats(rows, args.sample_branch_step))
+    if args.sample_observed:
+        observed = [r for r in rows if r.get("observed")]
+        stats.update(observed_per_prompt=args.sample_observed, observed_samples=len(observed),
+                     observed_prompts=len({r["prompt_id"] for r in observed}))
     manifest = step.finish([SAMPLES], stats)
     shard.cleanup()
     if shard.rank == 0 and args.sample_backend == "vllm":
