@@ -54,6 +54,8 @@ def candidates(run_dirs: list[Path]) -> list[dict]:
             settings = {**vars(GateArgs()), **(recipe.get("gate") or {})}
             sft = _dev_items(run / "iter_000" / "eval" / "items.jsonl")
             for it in sorted(run.glob("iter_[0-9][0-9][0-9]"))[1:]:
+                if not (it / "gate" / "gate.json").exists():  # an iteration still running, or stopped before
+                    continue
                 decision = json.loads((it / "gate" / "gate.json").read_text())["decision"]
                 if decision["compared_with"] != 0:
                     continue

@@ -67,3 +67,40 @@ def test_rules_parse_and_bad_ones_say_how(crossval):
     for bad in ("gate_alpha=0.2", "a:alpha=0.2", "a:gate_alpha"):
         with pytest.raises(SystemExit, match="NAME:KEY=VALUE|gate_\\* KEY=VALUE"):
             crossval.parse_rule(bad)
+
+
+# ------------------------------------------------------------------------- benchmarks/dev_power.py (the same runs)
+
+
+def test_dev_power_separates_noise_inside_a_cluster_from_clusters_that_change_whole():
+    power = load_benchmark("dev_power")
+    whole = power.components({"a": [1.0, 1.0, 1.0], "b": [0.0, 0.0, 0.0]})  # one combination fixed, one not
+    assert whole == {"clusters": 2, "scenes": 3, "mean": 0.5, "within": 0.0, "between": 0.5}
+    scattered = power.components({"a": [1.0, 0.0, 1.0, 0.0], "b": [0.0, 1.0, 0.0, 1.0]})  # half of every one
+    assert scattered["between"] == 0.0 and scattered["within"] == pytest.approx(1 / 3)
+    # More scenes help only the within part; more clusters help both.
+    assert power.z_of(0.1, 0.0, 0.04, 9, 100) == pytest.approx(5.0)
+    assert power.z_of(0.1, 0.0, 0.04, 90, 100) == pytest.approx(5.0)
+    assert power.z_of(0.1, 0.36, 0.0, 36, 100) == pytest.approx(2 * power.z_of(0.1, 0.36, 0.0, 9, 100))
+    assert power.detectable(0.0, 0.04, 9, 100, 0.05) == pytest.approx((1.6449 + 0.8416) * 0.02, abs=1e-4)
+    assert power.power(power.z_of(0.0497, 0.0, 0.04, 9, 100), 0.05) == pytest.approx(0.8, abs=0.01)
+    with pytest.raises(ValueError, match="at least 2 clusters"):
+        power.components({"a": [1.0, 0.0]})
+
+
+def test_dev_power_reads_the_runs_dev_items_only(tmp_path, capsys):
+    power = load_benchmark("dev_power")
+    base = _items({"unsafe": 1 / 3, "benign": 1 / 3})
+    _run(tmp_path, "better-s0", base, _items({"unsafe": 2 / 3, "benign": 2 / 3}))
+    (tmp_path / "running-s0" / "iter_001").mkdir(parents=True)  # an iteration not gated yet: no candidate
+    (tmp_path / "running-s0" / "iter_000" / "eval").mkdir(parents=True)
+    (tmp_path / "running-s0" / "iter_000" / "eval" / "items.jsonl").write_text(json.dumps(base[0]) + "\n")
+    assert power.main([str(tmp_path), "--clusters", "40,160"]) == 0
+    out = capsys.readouterr().out
+    # One item of 3 better in every cluster of both labels, the same in each: all of the noise is inside clusters.
+    assert out.startswith("1 candidates on the dev split: 40 clusters of 3 scenes; mean change +33.33 points")
+    assert "of the clusters' true means 0.0000" in out and "100 % of a cluster mean's variance is within" in out
+    rows = {line.split(" | ")[0]: line for line in out.splitlines() if line.startswith("| 40 |") or
+            line.startswith("| 160 |")}
+    z40, z160 = (float(rows[k].split(" | ")[1].split(",")[0]) for k in ("| 40", "| 160"))
+    assert z160 == pytest.approx(2 * z40, abs=0.02)  # four times the clusters, twice the z
