@@ -25,7 +25,7 @@ Variants (each adds one switch to `self`; `rule` is the oracle upper bound):
   observe-rl16-obs1, -obs4   observe-rl16 with 1 or 4 observed samples per prompt (sample_observed: sampled on
                 from the policy's own image-only answer as the Visual step)
   observe-rl16-obs4-long, -nll   ... with 120 DPO steps, or NLL weight 1.0 on the chosen chain
-  random-rl16-obs1, -obs4   the random judge with as many observed samples (their controls)
+  random-rl16-obs1, -obs4, -obs4-nll   the random judge with the same sampling and DPO (their controls)
 
 It reports, pooled over the seeds and paired item by item against the same seed's SFT model on the test split:
 the final (gated) policy, and the first iteration's policy before the gate (what RLAIF did, whatever the gate
@@ -85,10 +85,11 @@ VARIANTS["observe-rl16-obs4-long"] = [*VARIANTS["observe-rl16-obs4"], "dpo.max_s
 VARIANTS["observe-rl16-obs4-nll"] = [*VARIANTS["observe-rl16-obs4"], "dpo.nll_weight=1.0"]
 VARIANTS["random-rl16-obs1"] = [*VARIANTS["random-rl16"], "sample.sample_observed=1"]
 VARIANTS["random-rl16-obs4"] = [*VARIANTS["random-rl16"], "sample.sample_observed=4"]
+VARIANTS["random-rl16-obs4-nll"] = [*VARIANTS["random-rl16-obs4"], "dpo.nll_weight=1.0"]
 DEFAULT_VARIANTS = ("self", "observe", "step", "ref", "rule")
 ORACLE = {"rule"}
 CONTROL = {"random", "grpo-random", "random-rl16", "random-rl32", "random-rl16-obs1",
-           "random-rl16-obs4"}
+           "random-rl16-obs4", "random-rl16-obs4-nll"}
 METRICS = ("safe", "refusal", "task", "safe_effective")
 
 
