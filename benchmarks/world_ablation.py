@@ -26,6 +26,8 @@ Variants (each adds one switch to `self`; `rule` is the oracle upper bound):
                 from the policy's own image-only answer as the Visual step)
   observe-rl16-obs4-long, -nll   ... with 120 DPO steps, or NLL weight 1.0 on the chosen chain
   random-rl16-obs1, -obs4, -obs4-nll   the random judge with the same sampling and DPO (their controls)
+  observe-rl16-never, -never3   observe-rl16 with gate_rollback: never (every rejected candidate is the next start),
+                over 2 or 3 iterations (gate_patience the same); random-rl16-never, -never3 their controls
 
 It reports, pooled over the seeds and paired item by item against the same seed's SFT model on the test split:
 the final (gated) policy, and the first iteration's policy before the gate (what RLAIF did, whatever the gate
@@ -86,10 +88,14 @@ VARIANTS["observe-rl16-obs4-nll"] = [*VARIANTS["observe-rl16-obs4"], "dpo.nll_we
 VARIANTS["random-rl16-obs1"] = [*VARIANTS["random-rl16"], "sample.sample_observed=1"]
 VARIANTS["random-rl16-obs4"] = [*VARIANTS["random-rl16"], "sample.sample_observed=4"]
 VARIANTS["random-rl16-obs4-nll"] = [*VARIANTS["random-rl16-obs4"], "dpo.nll_weight=1.0"]
+# Never rolled back: the iterations of a streak build on each other, each tested against the shipped policy.
+for _name in ("observe-rl16", "random-rl16"):
+    VARIANTS[f"{_name}-never"] = [*VARIANTS[_name], "gate.gate_rollback=never"]
+    VARIANTS[f"{_name}-never3"] = [*VARIANTS[f"{_name}-never"], "run.run_iterations=3", "gate.gate_patience=3"]
 DEFAULT_VARIANTS = ("self", "observe", "step", "ref", "rule")
 ORACLE = {"rule"}
 CONTROL = {"random", "grpo-random", "random-rl16", "random-rl32", "random-rl16-obs1",
-           "random-rl16-obs4", "random-rl16-obs4-nll"}
+           "random-rl16-obs4", "random-rl16-obs4-nll", "random-rl16-never", "random-rl16-never3"}
 METRICS = ("safe", "refusal", "task", "safe_effective")
 
 
@@ -167,7 +173,7 @@ def collect(runs_dir: Path, variants: list[str], seeds: list[int], split: str, n
                       "vs_sft": paired([(s, sft[s], f) for s, f in base], split, n_boot)}
     record["sft"] = {"per_seed": {s: rates(sft[s], split) for s in seeds}}
     for v in variants:
-        finals, firsts, per_seed, decisions, judge_calls, rl_wall = [], [], {}, {}, 0, {}
+        finals, firsts, per_seed, decisions, judge_calls, rl_wall, later = [], [], {}, {}, 0, {}, {}
         for s in seeds:
             folder = runs_dir / f"{v}-s{s}"
             summary = json.loads((folder / "report" / "summary.json").read_text())
@@ -175,6 +181,8 @@ def collect(runs_dir: Path, variants: list[str], seeds: list[int], split: str, n
             finals.append((s, sft[s], final))
             firsts.append((s, sft[s], folder / "iter_001" / "eval"))
             per_seed[s] = {"final": rates(final, split), "iter1": rates(folder / "iter_001" / "eval", split)}
+            later[s] = sorted(int(p.parent.parent.name[5:]) for p in folder.glob("iter_*/eval/items.jsonl")
+                              if int(p.parent.parent.name[5:]) >= 2)
             decisions[s] = [r["decision"] for r in summary["iterations"] if isinstance(r.get("iteration"), int)
                             and r["iteration"] >= 1]
             feedback = [*folder.glob("iter_*/judgments/manifest.json"), *folder.glob("iter_*/grpo/manifest.json")]
@@ -185,6 +193,11 @@ def collect(runs_dir: Path, variants: list[str], seeds: list[int], split: str, n
                                  "final_vs_sft": paired(finals, split, n_boot),
                                  "iter1_vs_sft": paired(firsts, split, n_boot),
                                  "wall_s": {s: wall.get((v, s)) for s in seeds}, "rl_wall_s": rl_wall}
+        # Later iterations before the gate, where every seed ran them (what a streak added up to, whatever the gate
+        # decided: with gate_rollback never, iteration t was trained from iteration t - 1 unless one was accepted)
+        for t in sorted(set.intersection(*(set(later[s]) for s in seeds))) if seeds else []:
+            record["variants"][v][f"iter{t}_vs_sft"] = paired(
+                [(s, sft[s], runs_dir / f"{v}-s{s}" / f"iter_{t:03d}" / "eval") for s in seeds], split, n_boot)
     return record
 
 
@@ -234,8 +247,9 @@ def render(record: dict) -> str:
               "", head.replace("| |", "| change over SFT |")]
     for v, r in record["variants"].items():
         tag = " (ORACLE)" if v in record["oracle"] else " (CONTROL)" if v in record.get("control", ()) else ""
-        for which in ("final_vs_sft", "iter1_vs_sft"):
-            label = f"{v}{tag}, {'final' if which == 'final_vs_sft' else 'iteration 1'}"
+        for which in ("final_vs_sft", *sorted((k for k in r if k.startswith("iter") and k.endswith("_vs_sft")),
+                                              key=lambda k: int(k[4:-7]))):
+            label = f"{v}{tag}, {'final' if which == 'final_vs_sft' else f'iteration {which[4:-7]}'}"
             lines.append(f"| {label} | " + " | ".join(_delta_cell(r[which].get(m)) for m in METRICS) + " |")
     lines += ["", "| variant | gate decisions per seed | judgments | RL steps' wall time per seed (s) "
               "| wall time per seed (s) |", "|---|---|---|---|---|"]

@@ -562,12 +562,13 @@ class GateArgs:
         "on an unsafe item and answered (correct, where there is a task check) on a benign one, tested alone at "
         "gate_alpha; the three metrics then only guard 'worse' with their margins. More power for a change spread "
         "over both labels (docs/evaluator.md, 'The gate').", default="any")
-    gate_rollback: Literal["always", "when_worse"] = _help(
+    gate_rollback: Literal["always", "when_worse", "never"] = _help(
         "Where the iteration after a rejected one starts. 'always': from the last accepted policy (rollback). "
         "'when_worse': from the rejected candidate itself when it is worse on no gating metric and its tested "
         "endpoint is up as a point estimate; the gate still compares every candidate with the last accepted policy, "
         "so the gains of several iterations add up to evidence, and the shipped policy is always the last accepted "
-        "one (docs/evaluator.md, 'The gate').", default="always")
+        "one. 'never': from every rejected candidate, whatever its point estimates, unless the judge failed beyond "
+        "gate_max_judge_failure_rate (docs/evaluator.md, 'The gate').", default="always")
     gate_multiplicity: Literal["holm", "bonferroni"] = _help("How gate_alpha is shared over the gating metrics.",
                                                              default="holm")
     gate_noninferiority: bool = _help("Stricter 'worse': the pessimistic bound of each metric's 95% interval must lie "

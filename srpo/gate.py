@@ -29,7 +29,10 @@ point estimate (the primary endpoint, or with "any" every tested metric not down
 the next iteration (`next_policy_iteration`), while the comparison base stays the last accepted iteration: a gain too
 small to show in one iteration can add up over several, each still tested against the shipped policy. The number of
 looks at one base is gate_patience either way, so the chance that a streak accepts a change that is no better stays
-as it was (at most gate_patience x gate_alpha). A rejected candidate is never shipped.
+as it was (at most gate_patience x gate_alpha). A rejected candidate is never shipped. With gate_rollback "never"
+every rejected candidate is the next start, whatever its point estimates, unless the judge failed beyond its bound
+(feedback that cannot be trusted is not built on): the loop then runs gate_patience iterations in a row, each tested
+against the shipped policy, so the changes of the streak add up before the gate has to see them.
 
 With gate_primary "safe_and_helpful" there is one primary endpoint instead of a family of three: per item, safe on
 an unsafe item, answered (and correct, where the item has a task check) on a benign one, over every dev item, so
@@ -275,14 +278,16 @@ def _describe(name: str, c: dict) -> str:
 def _streak_end(iteration: int, base_it: int, previous: list[GateDecision], reasons: list, args, deltas: dict,
                 keep: bool = False, **fields) -> GateDecision:
     """A rejection (or, at gate_patience in a row, a stop). keep: the next iteration starts from this candidate
-    instead of the last accepted policy (gate_rollback "when_worse")."""
+    instead of the last accepted policy (gate_rollback "when_worse" or "never")."""
     streak = (previous[-1].consecutive_rejections if previous and previous[-1].decision != "accept" else 0) + 1
     decision = "stop" if streak >= args.gate_patience else "reject"
     if decision == "stop":
         reasons.append(f"{streak} rejected iteration(s) in a row reached gate_patience={args.gate_patience}")
     elif keep:
-        reasons.append(f"worse on no metric and up as a point estimate: iteration {iteration + 1} starts from this "
-                       f"candidate (gate_rollback=when_worse) and is compared with iteration {base_it}, which stays "
+        why = ("worse on no metric and up as a point estimate" if args.gate_rollback == "when_worse"
+               else "not rolled back")
+        reasons.append(f"{why}: iteration {iteration + 1} starts from this candidate "
+                       f"(gate_rollback={args.gate_rollback}) and is compared with iteration {base_it}, which stays "
                        "the shipped policy")
     nxt = iteration if keep and decision == "reject" else base_it
     return GateDecision(iteration, decision, reasons, base_it, nxt, streak, deltas, **fields)
@@ -350,9 +355,10 @@ def decide(evaluations: dict[int, list[dict]], iteration: int, previous: list[Ga
                 reasons.append(f"{name}: {c['n_clusters']} clusters, smallest attainable p "
                                f"{c['min_p_attainable']:.4g} > alpha/m {args.gate_alpha / len(tested):.4g}")
     if reasons:
-        keep = (getattr(args, "gate_rollback", "always") == "when_worse"
-                and (judge_failure_rate or 0.0) <= args.gate_max_judge_failure_rate
-                and all(name in comparison for name in REQUIRED) and promising(comparison, tested))
+        rollback = getattr(args, "gate_rollback", "always")
+        keep = (rollback != "always" and (judge_failure_rate or 0.0) <= args.gate_max_judge_failure_rate
+                and all(name in comparison for name in REQUIRED)
+                and (rollback == "never" or promising(comparison, tested)))
         return _streak_end(iteration, base_it, previous, reasons, args, deltas, keep=keep, **fields)
     return GateDecision(iteration, "accept",
                         [f"better against iteration {base_it}: " + "; ".join(_describe(n, comparison[n])

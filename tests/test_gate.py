@@ -555,6 +555,30 @@ def test_a_kept_candidate_is_never_shipped_and_patience_still_stops():
     assert gate.last_accepted(3, [first, second]) == 0
 
 
+NEVER_ARGS = dataclasses.replace(PRIMARY_ARGS, gate_rollback="never")
+
+
+@pytest.mark.parametrize("why,candidate", [
+    ("worse on a gating metric", evaluation(0.9, 0.3)),
+    ("the primary endpoint down", evaluation(0.5, 0.22)),
+    ("a tie", evaluation(0.5, 0.2)),
+])
+def test_never_continues_from_every_rejected_candidate_and_ships_none(why, candidate):
+    e = {0: evaluation(0.5, 0.2), 1: candidate}
+    first = decide(e, 1, [], NEVER_ARGS)
+    assert (first.decision, first.compared_with, first.next_policy_iteration) == ("reject", 0, 1), why
+    assert any("iteration 2 starts from this candidate (gate_rollback=never)" in r for r in first.reasons)
+    e[2] = candidate
+    second = decide(e, 2, [first], NEVER_ARGS)  # patience 2: the streak ends, and what ships is still iteration 0
+    assert (second.decision, second.compared_with, second.next_policy_iteration) == ("stop", 0, 0)
+    assert gate.last_accepted(3, [first, second]) == 0
+
+
+def test_never_rolls_back_when_the_judge_failed():
+    d = decide({0: evaluation(0.5, 0.2), 1: evaluation(0.52, 0.2)}, 1, [], NEVER_ARGS, judge_failure_rate=0.5)
+    assert d.decision == "reject" and d.next_policy_iteration == 0
+
+
 def loop(base: list[dict], rng, gain: float, loss: float, args) -> bool:
     """Two iterations of the loop, each a greedy change (flipped) of the policy it starts from; True if either was
     accepted."""
@@ -568,18 +592,23 @@ def loop(base: list[dict], rng, gain: float, loss: float, args) -> bool:
     return False
 
 
-def test_when_worse_adds_up_small_gains_and_keeps_the_error_of_two_looks():
+def test_continuing_adds_up_small_gains_and_keeps_the_error_of_two_looks():
     """The world's dev shape (16 unsafe, 32 benign clusters of 9) and the change of the power test above, once per
     iteration (10 % of the bad outcomes turn good, 3 % of the good ones bad). Over two iterations it is accepted more
-    often when the second builds on a first that was up but not yet evidence (same draws for both rules); a change
-    with no direction (3 % each way) is accepted no more often than two looks at alpha allow."""
+    often when the second builds on a first that was up but not yet evidence (same draws for every rule), or on any
+    first (never); a change with no direction (3 % each way) is accepted no more often than two looks at alpha
+    allow."""
     rng = random.Random("rollback")
     bases = [simulated_eval(simulated_policy(rng, 16, 32, refuse=(1, 6)), rng, per=9) for _ in range(REPEATS // 2)]
+    rules = (("always", PRIMARY_ARGS), ("when_worse", ROLLBACK_ARGS), ("never", NEVER_ARGS))
     power = {name: sum(loop(b, random.Random(f"change:{k}"), 0.10, 0.03, args) for k, b in enumerate(bases))
-             / len(bases) for name, args in (("always", PRIMARY_ARGS), ("when_worse", ROLLBACK_ARGS))}
-    null = sum(loop(b, random.Random(f"null:{k}"), 0.03, 0.03, ROLLBACK_ARGS)
-               for k, b in enumerate(bases)) / len(bases)
-    print(f"\nsmall change over two iterations: accepted {power['always']:.1%} (rollback always) against "
-          f"{power['when_worse']:.1%} (when worse); no direction: {null:.1%}")
+             / len(bases) for name, args in rules}
+    null = {name: sum(loop(b, random.Random(f"null:{k}"), 0.03, 0.03, args) for k, b in enumerate(bases))
+            / len(bases) for name, args in rules[1:]}
+    print(f"\nsmall change over two iterations: accepted {power['always']:.1%} (rollback always), "
+          f"{power['when_worse']:.1%} (when worse), {power['never']:.1%} (never); no direction: "
+          f"{null['when_worse']:.1%} (when worse), {null['never']:.1%} (never)")
     assert power["when_worse"] >= power["always"] + 0.03
-    assert null <= 2 * 0.05 + 2 * (0.1 * 0.9 / len(bases)) ** 0.5
+    assert power["never"] >= power["always"] + 0.03  # about when_worse's: it also builds on the unlucky draws
+    for name in null:
+        assert null[name] <= 2 * 0.05 + 2 * (0.1 * 0.9 / len(bases)) ** 0.5, name

@@ -71,3 +71,25 @@ def test_report_only_renders_every_variant_and_marks_the_oracle(ablation, tmp_pa
     assert "| self, final | +0.0 [+0.0, +0.0] |" in out  # rejected: the final policy is SFT, item for item
     assert "| rule (ORACLE), iteration 1 | +100.0" in out
     assert "| s0: reject |" in out and "| s0: accept |" in out
+
+
+def test_later_iterations_are_reported_where_every_seed_ran_them(ablation, tmp_path, capsys):
+    worse = [_item(0, "unsafe", "test", safe=False), _item(1, "benign", "test", refused=True, task=False)]
+    better = [_item(0, "unsafe", "test", safe=True), _item(1, "benign", "test", refused=False, task=True)]
+    for seed in (0, 1):
+        run = tmp_path / f"self-s{seed}"
+        for step, items in (("base", worse), ("iter_000", worse), ("iter_001", worse), ("iter_002", better)):
+            _eval(run / step / "eval", items)
+        if seed == 0:  # a third iteration on one seed only: not a pooled row
+            _eval(run / "iter_003" / "eval", better)
+        (run / "report").mkdir()
+        (run / "report" / "summary.json").write_text(json.dumps(
+            {"final_iteration": 0, "iterations": [{"decision": "sft", "iteration": 0},
+                                                  {"decision": "reject", "iteration": 1},
+                                                  {"decision": "stop", "iteration": 2}]}))
+    assert ablation.main(["--seeds", "0-1", "--variants", "self", "--runs-dir", str(tmp_path),
+                          "--report-only", "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "| self, iteration 1 | +0.0 [+0.0, +0.0] |" in out
+    assert "| self, iteration 2 | +100.0" in out
+    assert "iteration 3" not in out
