@@ -14,9 +14,10 @@ marker and target (`make test-world-rlaif`); the check's own cases below run in 
 A regression check, not evidence: the variant was fixed after the one reading of test, where the loop chosen on dev
 (GRPO) missed and this one passed by a margin of 0.05 points on one accepted iteration of five seeds. Fresh seeds
 (SRPO_WORLD_RLAIF_SEEDS=10-13, and 14-18) fail it, and so can another machine's trajectories; four times the RL
-prompts (build_world_rl_scenes) missed on seeds 19-23 and 24-28 too, and observed samples (sample_observed) on 29-33.
-The method issue's binding check is still open (docs/world.md, "A gate with power", "Fresh seeds 14-18", "More RL
-prompts" and "Observed samples").
+prompts (build_world_rl_scenes) missed on seeds 19-23 and 24-28 too, observed samples (sample_observed) on 29-33,
+and iterations built on each other (gate_rollback: never) on 34-38. The method issue's binding check is still open
+(docs/world.md, "A gate with power", "Fresh seeds 14-18", "More RL prompts", "Observed samples" and "Streaks that
+add up").
 """
 
 import json
