@@ -173,7 +173,8 @@ def collect(runs_dir: Path, variants: list[str], seeds: list[int], split: str, n
                       "vs_sft": paired([(s, sft[s], f) for s, f in base], split, n_boot)}
     record["sft"] = {"per_seed": {s: rates(sft[s], split) for s in seeds}}
     for v in variants:
-        finals, firsts, per_seed, decisions, judge_calls, rl_wall, later = [], [], {}, {}, 0, {}, {}
+        finals, firsts, per_seed, decisions, judge_calls, rl_wall = [], [], {}, {}, 0, {}
+        later = {}  # seed -> the iterations it evaluated
         for s in seeds:
             folder = runs_dir / f"{v}-s{s}"
             summary = json.loads((folder / "report" / "summary.json").read_text())
@@ -181,8 +182,8 @@ def collect(runs_dir: Path, variants: list[str], seeds: list[int], split: str, n
             finals.append((s, sft[s], final))
             firsts.append((s, sft[s], folder / "iter_001" / "eval"))
             per_seed[s] = {"final": rates(final, split), "iter1": rates(folder / "iter_001" / "eval", split)}
-            later[s] = sorted(int(p.parent.parent.name[5:]) for p in folder.glob("iter_*/eval/items.jsonl")
-                              if int(p.parent.parent.name[5:]) >= 2)
+            later[s] = {int(p.parent.parent.name.removeprefix("iter_"))
+                        for p in folder.glob("iter_*/eval/items.jsonl")}
             decisions[s] = [r["decision"] for r in summary["iterations"] if isinstance(r.get("iteration"), int)
                             and r["iteration"] >= 1]
             feedback = [*folder.glob("iter_*/judgments/manifest.json"), *folder.glob("iter_*/grpo/manifest.json")]
@@ -195,7 +196,8 @@ def collect(runs_dir: Path, variants: list[str], seeds: list[int], split: str, n
                                  "wall_s": {s: wall.get((v, s)) for s in seeds}, "rl_wall_s": rl_wall}
         # Later iterations before the gate, where every seed ran them (what a streak added up to, whatever the gate
         # decided: with gate_rollback never, iteration t was trained from iteration t - 1 unless one was accepted)
-        for t in sorted(set.intersection(*(set(later[s]) for s in seeds))) if seeds else []:
+        record["variants"][v]["later_iterations"] = [t for t in sorted(set.intersection(*later.values())) if t >= 2]
+        for t in record["variants"][v]["later_iterations"]:
             record["variants"][v][f"iter{t}_vs_sft"] = paired(
                 [(s, sft[s], runs_dir / f"{v}-s{s}" / f"iter_{t:03d}" / "eval") for s in seeds], split, n_boot)
     return record
@@ -247,10 +249,10 @@ def render(record: dict) -> str:
               "", head.replace("| |", "| change over SFT |")]
     for v, r in record["variants"].items():
         tag = " (ORACLE)" if v in record["oracle"] else " (CONTROL)" if v in record.get("control", ()) else ""
-        for which in ("final_vs_sft", *sorted((k for k in r if k.startswith("iter") and k.endswith("_vs_sft")),
-                                              key=lambda k: int(k[4:-7]))):
-            label = f"{v}{tag}, {'final' if which == 'final_vs_sft' else f'iteration {which[4:-7]}'}"
-            lines.append(f"| {label} | " + " | ".join(_delta_cell(r[which].get(m)) for m in METRICS) + " |")
+        rows = [("final", "final_vs_sft")] + [(f"iteration {t}", f"iter{t}_vs_sft")
+                                               for t in (1, *r.get("later_iterations", ()))]
+        for name, which in rows:
+            lines.append(f"| {v}{tag}, {name} | " + " | ".join(_delta_cell(r[which].get(m)) for m in METRICS) + " |")
     lines += ["", "| variant | gate decisions per seed | judgments | RL steps' wall time per seed (s) "
               "| wall time per seed (s) |", "|---|---|---|---|---|"]
     for v, r in record["variants"].items():

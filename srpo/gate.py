@@ -276,18 +276,17 @@ def _describe(name: str, c: dict) -> str:
 
 
 def _streak_end(iteration: int, base_it: int, previous: list[GateDecision], reasons: list, args, deltas: dict,
-                keep: bool = False, **fields) -> GateDecision:
-    """A rejection (or, at gate_patience in a row, a stop). keep: the next iteration starts from this candidate
-    instead of the last accepted policy (gate_rollback "when_worse" or "never")."""
+                keep: str = "", **fields) -> GateDecision:
+    """A rejection (or, at gate_patience in a row, a stop). keep: the gate_rollback rule ("when_worse" or "never")
+    under which the next iteration starts from this candidate instead of the last accepted policy; "" rolls back."""
     streak = (previous[-1].consecutive_rejections if previous and previous[-1].decision != "accept" else 0) + 1
     decision = "stop" if streak >= args.gate_patience else "reject"
     if decision == "stop":
         reasons.append(f"{streak} rejected iteration(s) in a row reached gate_patience={args.gate_patience}")
     elif keep:
-        why = ("worse on no metric and up as a point estimate" if args.gate_rollback == "when_worse"
-               else "not rolled back")
+        why = "worse on no metric and up as a point estimate" if keep == "when_worse" else "not rolled back"
         reasons.append(f"{why}: iteration {iteration + 1} starts from this candidate "
-                       f"(gate_rollback={args.gate_rollback}) and is compared with iteration {base_it}, which stays "
+                       f"(gate_rollback={keep}) and is compared with iteration {base_it}, which stays "
                        "the shipped policy")
     nxt = iteration if keep and decision == "reject" else base_it
     return GateDecision(iteration, decision, reasons, base_it, nxt, streak, deltas, **fields)
@@ -356,9 +355,10 @@ def decide(evaluations: dict[int, list[dict]], iteration: int, previous: list[Ga
                                f"{c['min_p_attainable']:.4g} > alpha/m {args.gate_alpha / len(tested):.4g}")
     if reasons:
         rollback = getattr(args, "gate_rollback", "always")
-        keep = (rollback != "always" and (judge_failure_rate or 0.0) <= args.gate_max_judge_failure_rate
+        kept = (rollback != "always" and (judge_failure_rate or 0.0) <= args.gate_max_judge_failure_rate
                 and all(name in comparison for name in REQUIRED)
                 and (rollback == "never" or promising(comparison, tested)))
+        keep = rollback if kept else ""
         return _streak_end(iteration, base_it, previous, reasons, args, deltas, keep=keep, **fields)
     return GateDecision(iteration, "accept",
                         [f"better against iteration {base_it}: " + "; ".join(_describe(n, comparison[n])
